@@ -1,0 +1,45 @@
+"""kci-engine: order lifecycles as state machines that keep the customer informed.
+
+Accept an order, apply supplier events, and get back the KCIs (Keep Customer Informed
+notifications) to send to the Fibre Cafe Supplier Updates API::
+
+    from engine import Engine, Event, OrderType
+
+    engine = Engine()
+    order_id = engine.accept_order(OrderType.PROVIDE, order)
+    [kci] = engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
+"""
+
+from engine.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
+from engine.errors import (
+    ContractViolation,
+    EngineError,
+    EventNotAllowed,
+    InvalidEventData,
+    MissingField,
+    RefusedEvent,
+)
+from engine.events import Event, EventData
+from engine.facade import Engine
+from engine.records import Kci, OrderRecord
+from engine.store import MemoryStore, Store
+
+__all__ = [
+    "ContractViolation",
+    "Engine",
+    "EngineError",
+    "Event",
+    "EventData",
+    "EventNotAllowed",
+    "InvalidEventData",
+    "Kci",
+    "MemoryStore",
+    "MissingField",
+    "OrderRecord",
+    "OrderStatus",
+    "OrderType",
+    "ProblemCode",
+    "ReasonCode",
+    "RefusedEvent",
+    "Store",
+]

@@ -1,0 +1,233 @@
+"""Built-in sample lifecycles: together they cover every order type and all 18 reason codes.
+
+``kci-engine demo`` replays them; the tests check their coverage, so a sample cannot silently
+stop sending a reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.codes import OrderType
+from engine.events import Event
+from engine.facade import Engine
+from engine.records import Kci
+from engine.testing import (
+    COMMIT_DATES,
+    cease_order,
+    modify_order,
+    provide_order,
+    unsolicited_cease_order,
+)
+
+Step = tuple[Event, dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One order's lifecycle: how it starts, and the supplier events that follow."""
+
+    title: str
+    order_type: OrderType
+    order: dict[str, Any]
+    steps: tuple[Step, ...]
+    answered_with: str | None = None
+    conversation_id: str | None = field(default=None)
+
+
+_REF = {"supplierOrderReference": "SUP-{n}"}
+_NEW_SLOT = {
+    "appointmentTimeslot": {
+        "timeslotStartDateTime": "2026-12-03T08:00:00.000Z",
+        "timeslotEndDateTime": "2026-12-03T13:00:00.000Z",
+        "classification": "WEEKDAY_AM",
+    },
+    "appointmentSupplierReference": "APPT-88",
+    "targetDate": "2026-12-03T13:00:00.000Z",
+}
+
+
+def _ref(n: int) -> dict[str, Any]:
+    return {"order": {"supplierOrderReference": f"SUP-{n}"}}
+
+
+SAMPLES: tuple[Sample, ...] = (
+    Sample(
+        "Provide: delayed by a wayleave, reappointed after an amendment, completed",
+        OrderType.PROVIDE,
+        provide_order(1001),
+        (
+            (Event.ACKNOWLEDGE, _ref(1001)),
+            (Event.COMMIT, {"order": COMMIT_DATES}),
+            (Event.WARN, {"problem_code": "NETWORK_ISSUE", "text": "Local node maintenance"}),
+            (Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE", "text": "Wayleave needed at pole"}),
+            (Event.RESUME, None),
+            (Event.REQUEST_REAPPOINTMENT, {"problem_code": "ACCESS_ISSUE", "text": "No access"}),
+            (Event.AMENDMENT_RECEIVED, {"amendment_id": 501}),
+            (Event.ACCEPT_AMENDMENT, {"amendment_id": 501, "order": {"appointmentReservationId": 78}}),
+            (Event.REAPPOINTED, {"order": _NEW_SLOT}),
+            (Event.UPDATE, {"order": {"notes": "Engineer confirmed for the morning slot"}}),
+            (Event.ADD_INFORMATION, {"service_characteristics": {"SERVICE_ID": "SVC-1001"}}),
+            (Event.COMPLETE, None),
+        ),
+    ),
+    Sample(
+        "Provide: rejected before acknowledgement",
+        OrderType.PROVIDE,
+        provide_order(1002),
+        (
+            (
+                Event.REJECT,
+                {"problem_code": "INVALID_REQUEST", "text": "Address is not on our network"},
+            ),
+        ),
+    ),
+    Sample(
+        "Provide: committed synchronously (201), then cancelled by the supplier",
+        OrderType.PROVIDE,
+        provide_order(1003, supplierOrderReference="SUP-1003", **COMMIT_DATES),
+        (
+            (Event.DELAY, {"problem_code": "SURVEY_REQUIRED", "text": "Survey booked"}),
+            (
+                Event.CANCEL,
+                {"problem_code": "CAPACITY_ISSUE", "text": "No fibre route to the premises"},
+            ),
+        ),
+        answered_with="IN_PROGRESS",
+    ),
+    Sample(
+        "Modify: information requested, first amendment rejected, second accepted",
+        OrderType.MODIFY,
+        modify_order(2001, supplierOrderReference="SUP-2001"),
+        (
+            (Event.COMMIT, {"order": COMMIT_DATES}),
+            (Event.REQUEST_INFORMATION, {"problem_code": "COST_ISSUE", "text": "Chargeband too low"}),
+            (Event.AMENDMENT_RECEIVED, {"amendment_reference": "AMD-1"}),
+            (
+                Event.REJECT_AMENDMENT,
+                {
+                    "amendment_reference": "AMD-1",
+                    "problem_code": "INVALID_REQUEST",
+                    "text": "TRC_CHARGEBAND must be B or higher",
+                },
+            ),
+            (
+                Event.REQUEST_RESUBMISSION,
+                {"problem_code": "INVALID_REQUEST", "text": "Resubmit with TRC_CHARGEBAND B"},
+            ),
+            (Event.AMENDMENT_RECEIVED, {"amendment_reference": "AMD-2"}),
+            (
+                Event.ACCEPT_AMENDMENT,
+                {
+                    "amendment_reference": "AMD-2",
+                    "service_characteristics": {"TRC_CHARGEBAND": "B"},
+                },
+            ),
+            (Event.COMPLETE, None),
+        ),
+        answered_with="ACKNOWLEDGED",
+    ),
+    Sample(
+        "Cease: cancellation request rejected, then completed",
+        OrderType.CEASE,
+        cease_order(3001),
+        (
+            (Event.ACKNOWLEDGE, _ref(3001)),
+            (Event.CANCELLATION_RECEIVED, {"cancellation_id": 901, "cancellation_reason": "OTHER"}),
+            (
+                Event.REJECT_CANCELLATION,
+                {
+                    "cancellation_id": 901,
+                    "problem_code": "OTHER",
+                    "text": "Past the point of no return",
+                },
+            ),
+            (Event.COMMIT, {"order": COMMIT_DATES}),
+            (Event.COMPLETE, None),
+        ),
+    ),
+    Sample(
+        "Cease: cancelled at the tenant's request",
+        OrderType.CEASE,
+        cease_order(3002),
+        (
+            (Event.ACKNOWLEDGE, _ref(3002)),
+            (
+                Event.CANCELLATION_RECEIVED,
+                {"cancellation_id": 902, "cancellation_reason": "CUSTOMER_CHANGED_MIND"},
+            ),
+            (
+                Event.ACCEPT_CANCELLATION,
+                {"cancellation_id": 902, "problem_code": "CUSTOMER_CHANGED_MIND"},
+            ),
+        ),
+    ),
+    Sample(
+        "Unsolicited cease: created, committed and completed",
+        OrderType.UNSOLICITED_CEASE,
+        unsolicited_cease_order("UC-4001"),
+        ((Event.COMMIT, {"order": COMMIT_DATES}), (Event.COMPLETE, None)),
+    ),
+    Sample(
+        "Unsolicited cease: the tenant says the end user never agreed, cancelled",
+        OrderType.UNSOLICITED_CEASE,
+        unsolicited_cease_order("UC-4002", status="IN_PROGRESS", **COMMIT_DATES),
+        (
+            (
+                Event.CANCELLATION_RECEIVED,
+                {"cancellation_reference": "C-77", "cancellation_reason": "NO_AUTHORISATION"},
+            ),
+            (
+                Event.ACCEPT_CANCELLATION,
+                {"cancellation_reference": "C-77", "problem_code": "NO_LONGER_REQUIRED"},
+            ),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Played:
+    """A sample after replay: its order id and every KCI it produced."""
+
+    sample: Sample
+    order_id: str
+    kcis: list[Kci]
+
+
+def play(engine: Engine, samples: tuple[Sample, ...] = SAMPLES) -> Iterator[Played]:
+    """Replay ``samples`` on ``engine``, one order each."""
+    for sample in samples:
+        if sample.order_type is OrderType.UNSOLICITED_CEASE:
+            produced = engine.create_unsolicited_cease(
+                sample.order, conversation_id=sample.conversation_id
+            )
+            order_id = str(sample.order["supplierOrderReference"])
+        else:
+            order_id = engine.accept_order(
+                sample.order_type,
+                sample.order,
+                conversation_id=sample.conversation_id,
+                answered_with=sample.answered_with,
+            )
+            produced = []
+        for event, data in sample.steps:
+            produced.extend(engine.apply(order_id, event, data))
+        yield Played(sample, order_id, produced)
+
+
+def timeline(played: Played, echo: Callable[[str], None]) -> None:
+    """Print one order's KCIs as a readable timeline."""
+    echo(f"\n{played.order_id}  ({played.sample.order_type.value}) {played.sample.title}")
+    if played.sample.answered_with:
+        echo(f"    answered 201 {played.sample.answered_with}: no KCI owed for it")
+    for kci in played.kcis:
+        problem = kci.body.get("problemCode")
+        text = kci.body.get("text")
+        detail = "  ".join(x for x in (problem and f"[{problem}]", text and f'"{text}"') if x)
+        echo(
+            f"  #{kci.sequence_number:<2} {kci.body['issuedOn']}  {kci.reason_code.value:<22}"
+            f" -> {kci.status.value:<20} {detail}"
+        )

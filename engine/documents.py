@@ -1,0 +1,153 @@
+"""The order document: the latest full version of an order, kept in wire form.
+
+The engine keeps each order as the JSON-ready dict it sends (camelCase keys, no ``None`` values),
+so building a KCI body never re-serialises the order. A whole order is validated against its
+pydantic model once, when the engine first sees it; later changes are validated field by field,
+which costs in proportion to what changed rather than to the size of the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from engine.codes import OrderType
+from engine.errors import InvalidEventData, InvalidOrder
+from engine.kci import ORDER_MODELS
+
+#: Fields the engine owns: an event may not set them through its order changes.
+ENGINE_OWNED = frozenset(
+    {
+        "status",
+        "serviceOrderAmendmentId",
+        "serviceOrderAmendmentReference",
+        "serviceOrderCancellationId",
+        "serviceOrderCancellationReference",
+    }
+)
+#: Fields that identify the order and never change once set.
+IMMUTABLE = frozenset({"id", "tenant", "supplierOrderReference"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    adapter: TypeAdapter[Any]
+    required: bool
+
+
+def _field_table(model: type[BaseModel]) -> dict[str, _Field]:
+    table: dict[str, _Field] = {}
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        annotation: Any = info.annotation
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        table[alias] = _Field(TypeAdapter(annotation), info.is_required())
+    return table
+
+
+_FIELDS: dict[OrderType, dict[str, _Field]] = {
+    order_type: _field_table(model) for order_type, model in ORDER_MODELS.items()
+}
+
+
+def _errors(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_order(order_type: OrderType, order: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    """Validate a whole order and return its canonical wire form.
+
+    Raises:
+        InvalidOrder: naming every field that is wrong.
+    """
+    model = ORDER_MODELS[order_type]
+    try:
+        if isinstance(order, BaseModel):
+            order = order.model_dump(by_alias=True, exclude_none=True)
+        validated = model.model_validate(order)
+    except ValidationError as exc:
+        raise InvalidOrder(f"invalid {order_type} order: {_errors(exc, '')}") from None
+    return validated.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def apply_changes(
+    order_type: OrderType,
+    document: Mapping[str, Any],
+    changes: Mapping[str, Any] | None,
+    characteristics: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """Return a new document with ``changes`` applied; ``document`` is left as it was.
+
+    ``changes`` follows the gateway's amendment convention: each named top-level field is
+    replaced whole (arrays too) and ``None`` removes it. ``characteristics`` sets (or, with
+    ``None``, removes) service characteristics by name, wherever the order type keeps them.
+
+    Raises:
+        InvalidEventData: a field is unknown, owned by the engine, immutable or malformed.
+    """
+    fields = _FIELDS[order_type]
+    new = dict(document)
+    for key, value in (changes or {}).items():
+        spec = fields.get(key)
+        if spec is None:
+            raise InvalidEventData(f"order.{key}: not a field of a {order_type} order")
+        if key in ENGINE_OWNED:
+            raise InvalidEventData(f"order.{key}: set by the engine, not by event data")
+        if key in IMMUTABLE and key in document and document[key] != value:
+            raise InvalidEventData(f"order.{key}: identifies the order and cannot change")
+        if value is None:
+            if spec.required:
+                raise InvalidEventData(f"order.{key}: required on a {order_type} order")
+            new.pop(key, None)
+            continue
+        try:
+            parsed = spec.adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidEventData(_errors(exc, f"order.{key}")) from None
+        new[key] = spec.adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
+    if characteristics:
+        _set_characteristics(order_type, new, characteristics)
+    if new.get("id") is None and new.get("supplierOrderReference") is None:
+        raise InvalidEventData("order.id: the order needs its id and/or supplierOrderReference")
+    return new
+
+
+def _set_characteristics(
+    order_type: OrderType, document: dict[str, Any], values: Mapping[str, str | None]
+) -> None:
+    if order_type is OrderType.PROVIDE:
+        item = dict(document.get("serviceOrderItem") or {})
+        item["serviceCharacteristics"] = _merge(item.get("serviceCharacteristics"), values)
+        document["serviceOrderItem"] = item
+    elif order_type is OrderType.MODIFY:
+        document["serviceCharacteristics"] = _merge(document.get("serviceCharacteristics"), values)
+    else:
+        raise InvalidEventData(
+            f"service_characteristics: a {order_type} order carries no service characteristics"
+        )
+
+
+def _merge(
+    current: list[dict[str, Any]] | None, values: Mapping[str, str | None]
+) -> list[dict[str, Any]]:
+    merged = {item["name"]: item["value"] for item in current or ()}
+    for name, value in values.items():
+        if not name:
+            raise InvalidEventData("service_characteristics: a characteristic needs a name")
+        if value is None:
+            merged.pop(name, None)
+        elif not isinstance(value, str):
+            raise InvalidEventData(
+                f"service_characteristics.{name}: values are strings, got {type(value).__name__}"
+            )
+        else:
+            merged[name] = value
+    return [{"name": name, "value": value} for name, value in merged.items()]

@@ -1,0 +1,140 @@
+"""The supplier actions the engine accepts, and the data that goes with them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from engine.codes import CancellationReason, ProblemCode
+from engine.errors import InvalidEventData
+from engine.records import RequestRef
+
+
+class Event(StrEnum):
+    """A supplier action on an order. Each order type's chart says where it is allowed."""
+
+    CREATE = "create"
+    ACKNOWLEDGE = "acknowledge"
+    ACKNOWLEDGED_IN_201 = "acknowledged_in_201"
+    COMMITTED_IN_201 = "committed_in_201"
+    REJECT = "reject"
+    COMMIT = "commit"
+    DELAY = "delay"
+    RESUME = "resume"
+    REQUEST_INFORMATION = "request_information"
+    REQUEST_REAPPOINTMENT = "request_reappointment"
+    REQUEST_RESUBMISSION = "request_resubmission"
+    REAPPOINTED = "reappointed"
+    UPDATE = "update"
+    ADD_INFORMATION = "add_information"
+    WARN = "warn"
+    AMENDMENT_RECEIVED = "amendment_received"
+    ACCEPT_AMENDMENT = "accept_amendment"
+    REJECT_AMENDMENT = "reject_amendment"
+    CANCELLATION_RECEIVED = "cancellation_received"
+    ACCEPT_CANCELLATION = "accept_cancellation"
+    REJECT_CANCELLATION = "reject_cancellation"
+    CANCEL = "cancel"
+    COMPLETE = "complete"
+
+
+class EventData(BaseModel):
+    """What a supplier says with an event. Every field is optional; each event's rules say which
+    it needs. Field names are accepted in snake_case or in the wire's camelCase.
+
+    Attributes:
+        event_id: the caller's id for this event; applying the same id again returns the KCIs
+            it produced the first time and changes nothing.
+        problem_code, text, supplier_codes: the KCI's problem description.
+        order: changes to the order, wire field names; each field is replaced whole and ``None``
+            removes it (the gateway's amendment convention).
+        service_characteristics: characteristics to set by name (``None`` removes one), e.g.
+            ``{"SERVICE_ID": "SVC-1"}``, wherever the order type keeps them.
+        amendment_id, amendment_reference: the amendment request concerned.
+        cancellation_id, cancellation_reference, cancellation_reason: the cancellation request.
+        resolves_request: on ``accept_amendment`` of an order that was PENDING, whether the
+            amendment supplied what the supplier asked for (the order then leaves PENDING).
+        issued_on: issuedOn for the KCI (default: now); never earlier than the order's last KCI.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    event_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    problem_code: ProblemCode | None = None
+    text: Annotated[str, Field(min_length=1)] | None = None
+    supplier_codes: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(min_length=1)]
+        | None
+    ) = None
+    order: dict[str, Any] | None = None
+    service_characteristics: dict[str, str | None] | None = None
+    amendment_id: Annotated[int, Field(ge=1)] | None = None
+    amendment_reference: Annotated[str, Field(min_length=1)] | None = None
+    cancellation_id: Annotated[int, Field(ge=1)] | None = None
+    cancellation_reference: Annotated[str, Field(min_length=1)] | None = None
+    cancellation_reason: CancellationReason | None = None
+    resolves_request: bool = True
+    issued_on: AwareDatetime | None = None
+
+    @property
+    def amendment(self) -> RequestRef | None:
+        if self.amendment_id is None and self.amendment_reference is None:
+            return None
+        return RequestRef(self.amendment_id, self.amendment_reference)
+
+    @property
+    def cancellation(self) -> RequestRef | None:
+        if self.cancellation_id is None and self.cancellation_reference is None:
+            return None
+        return RequestRef(self.cancellation_id, self.cancellation_reference)
+
+    @property
+    def changes_order(self) -> bool:
+        return bool(self.order) or bool(self.service_characteristics)
+
+
+NO_DATA = EventData()
+_EVENTS: dict[str, Event] = {event.value: event for event in Event}
+
+
+def parse_event(event: Event | str) -> Event:
+    """The :class:`Event` named by ``event``.
+
+    Raises:
+        InvalidEventData: no such event.
+    """
+    found = _EVENTS.get(event)
+    if found is None:
+        known = ", ".join(e.value for e in Event)
+        raise InvalidEventData(f"unknown event {event!r}; known events: {known}")
+    return found
+
+
+def parse_event_data(data: EventData | Mapping[str, Any] | None) -> EventData:
+    """Validate event data given as a mapping.
+
+    Raises:
+        InvalidEventData: naming every field that is wrong.
+    """
+    if data is None:
+        return NO_DATA
+    if isinstance(data, EventData):
+        return data
+    try:
+        return EventData.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidEventData(f"invalid event data: {problems}") from None

@@ -1,0 +1,230 @@
+"""The engine: accept orders, apply supplier events, get back the KCIs they produced.
+
+Every call is one unit of work against the store: the order's new state and the KCIs it produced
+are written together, or, if anything refuses the event, nothing is written at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel
+
+from engine.codes import OrderStatus, OrderType
+from engine.documents import validate_order
+from engine.errors import InvalidEventData, InvalidOrder
+from engine.events import NO_DATA, Event, EventData, parse_event, parse_event_data
+from engine.machine import NEW, Firing
+from engine.orders import MACHINES
+from engine.records import Kci, OrderRecord
+from engine.store.base import Store
+from engine.store.memory import MemoryStore
+
+OrderInput = Mapping[str, Any] | BaseModel
+
+_SYNC_EVENTS: dict[str, Event] = {
+    OrderStatus.ACKNOWLEDGED: Event.ACKNOWLEDGED_IN_201,
+    OrderStatus.IN_PROGRESS: Event.COMMITTED_IN_201,
+}
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+def new_kci_id() -> str:
+    """The default KCI id: a random UUID."""
+    return str(uuid4())
+
+
+class Engine:
+    """Runs order lifecycles and produces their KCIs.
+
+    Args:
+        store: where orders and KCIs are kept (default: a new :class:`MemoryStore`).
+        clock: returns the current time, timezone-aware (default: UTC now).
+        new_id: returns a fresh KCI id (default: a random UUID).
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_kci_id,
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self._clock = clock
+        self._new_id = new_id
+
+    def accept_order(
+        self,
+        order_type: OrderType | str,
+        order: OrderInput,
+        *,
+        order_id: str | None = None,
+        conversation_id: str | None = None,
+        answered_with: OrderStatus | str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Take on a tenant-placed order the gateway sent (``POST /service-orders``).
+
+        The order starts in SENT_TO_SUPPLIER. If the supplier answered the create request with
+        201 and status ACKNOWLEDGED or IN_PROGRESS, pass that status as ``answered_with``: the
+        engine records it but sends no ACKNOWLEDGED or COMMITTED KCI (the gateway does), and the
+        first KCI the supplier does send is still sequence number 1.
+
+        Args:
+            order_type: provide, cease or modify.
+            order: the order in wire form (camelCase) or as a pydantic order model.
+            order_id: the engine's key for it (default ``TENANT:id``).
+            conversation_id: the create request's X-Conversation-ID, echoed on every KCI.
+            answered_with: the status of a synchronous 201 answer, if there was one.
+            event_id: makes the call idempotent like :meth:`apply`.
+
+        Returns:
+            The order id to apply events to.
+
+        Raises:
+            InvalidOrder: the order is malformed, or of a type the gateway does not place.
+            OrderExists: an order with that id was already accepted.
+            RefusedEvent: the synchronous answer breaks the contract (e.g. no dates).
+        """
+        kind = _order_type(order_type)
+        if kind is OrderType.UNSOLICITED_CEASE:
+            raise InvalidOrder("an unsolicited cease is created with create_unsolicited_cease()")
+        document = validate_order(kind, _with_status(order, OrderStatus.SENT_TO_SUPPLIER))
+        key = order_id or _default_order_id(document)
+        record = OrderRecord(
+            key, kind, OrderStatus.SENT_TO_SUPPLIER, document, conversation_id=conversation_id
+        )
+        if event_id is not None and self.store.applied(key, event_id) is not None:
+            return key
+        if answered_with is not None:
+            sync = _SYNC_EVENTS.get(str(answered_with))
+            if sync is None:
+                raise InvalidEventData(
+                    f"answered_with: a synchronous 201 answer carries ACKNOWLEDGED or "
+                    f"IN_PROGRESS, not {answered_with}"
+                )
+            self._fire(record, sync, NO_DATA)
+        self.store.create(record, [], event_id)
+        return key
+
+    def create_unsolicited_cease(
+        self,
+        order: OrderInput,
+        *,
+        order_id: str | None = None,
+        conversation_id: str | None = None,
+        event_id: str | None = None,
+    ) -> list[Kci]:
+        """Create an unsolicited cease and its CREATED KCI.
+
+        The order's ``status`` says whether it is created ACKNOWLEDGED or IN_PROGRESS (then with
+        committedDate and targetDate). Its id defaults to its ``supplierOrderReference``.
+
+        Returns:
+            The KCIs produced (the CREATED KCI).
+
+        Raises:
+            InvalidOrder: the order is malformed.
+            OrderExists: an order with that id already exists.
+            RefusedEvent: the CREATED KCI would break the contract.
+        """
+        document = validate_order(OrderType.UNSOLICITED_CEASE, order)
+        key = order_id or str(document["supplierOrderReference"])
+        if event_id is not None and (prior := self.store.applied(key, event_id)) is not None:
+            return prior
+        record = OrderRecord(
+            key, OrderType.UNSOLICITED_CEASE, NEW, document, conversation_id=conversation_id
+        )
+        kcis = self._fire(record, Event.CREATE, NO_DATA)
+        self.store.create(record, kcis, event_id)
+        return kcis
+
+    def apply(
+        self,
+        order_id: str,
+        event: Event | str,
+        data: EventData | Mapping[str, Any] | None = None,
+    ) -> list[Kci]:
+        """Apply a supplier event to an order.
+
+        Args:
+            order_id: the order.
+            event: the supplier action (an :class:`Event` or its name).
+            data: what goes with it (:class:`EventData` or a mapping of its fields).
+
+        Returns:
+            The KCIs the event produced (none for events the gateway already knows of, such as
+            a received amendment). With ``data.event_id`` seen before: the KCIs of that first
+            application, and nothing changes.
+
+        Raises:
+            OrderNotFound: no such order.
+            EventNotAllowed: the event is not allowed in the order's status.
+            ContractViolation: the KCI would break the contract (:class:`MissingField` names the
+                missing field).
+            InvalidEventData: the data is malformed.
+            ConcurrencyConflict: another writer changed the order meanwhile.
+        """
+        kind = parse_event(event)
+        parsed = parse_event_data(data)
+        if parsed.event_id is not None:
+            prior = self.store.applied(order_id, parsed.event_id)
+            if prior is not None:
+                return prior
+        record = self.store.load(order_id)
+        kcis = self._fire(record, kind, parsed)
+        self.store.save(record, kcis, parsed.event_id)
+        return kcis
+
+    def order(self, order_id: str) -> OrderRecord:
+        """A copy of the order's current record (status, latest document, sequence counter)."""
+        return self.store.load(order_id)
+
+    def kcis(self, order_id: str) -> list[Kci]:
+        """Every KCI of the order, in sequence order."""
+        return self.store.kcis(order_id)
+
+    def allowed_events(self, order_id: str) -> list[Event]:
+        """The events the order's current status allows, sorted by name."""
+        record = self.store.load(order_id)
+        return sorted(MACHINES[record.order_type].allowed(record.status))
+
+    def _fire(self, record: OrderRecord, event: Event, data: EventData) -> list[Kci]:
+        firing = Firing(record, event, data, self._clock(), self._new_id)
+        MACHINES[record.order_type].fire(firing)
+        return firing.kcis
+
+
+def _order_type(value: OrderType | str) -> OrderType:
+    try:
+        return OrderType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in OrderType)
+        raise InvalidOrder(f"unknown order type {value!r}; known types: {known}") from None
+
+
+def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
+    if isinstance(order, BaseModel):
+        data = order.model_dump(by_alias=True, exclude_none=True)
+    elif isinstance(order, Mapping):
+        data = dict(order)
+    else:
+        raise InvalidOrder(f"an order is a mapping or a pydantic model, not {type(order).__name__}")
+    data["status"] = status.value
+    return data
+
+
+def _default_order_id(document: Mapping[str, Any]) -> str:
+    if document.get("id") is not None and document.get("tenant"):
+        return f"{document['tenant']}:{document['id']}"
+    if document.get("supplierOrderReference"):
+        return str(document["supplierOrderReference"])
+    raise InvalidOrder("give order_id, or an order with tenant and id, or a supplierOrderReference")

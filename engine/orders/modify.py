@@ -1,0 +1,15 @@
+"""Modify orders: a change to an existing service, named by ``serviceId``; characteristics sit
+at the top level of the order. A completed modify order names its serviceId."""
+
+from __future__ import annotations
+
+from engine.codes import OrderStatus, OrderType
+from engine.machine import Chart
+from engine.orders._tenant import APPOINTMENTS, COMMON, STATES
+
+CHART = Chart(
+    order_type=OrderType.MODIFY,
+    initial=OrderStatus.SENT_TO_SUPPLIER,
+    states=STATES,
+    steps=COMMON + APPOINTMENTS,
+)

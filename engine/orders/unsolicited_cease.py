@@ -1,0 +1,83 @@
+"""Unsolicited ceases: created by the supplier (the losing side's network), never amended.
+
+The order starts in the internal state ``NEW`` and is created as ACKNOWLEDGED or IN_PROGRESS,
+whichever status the order document asks for, with a CREATED KCI. The tenant may ask to cancel
+it; the supplier may also withdraw it (see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+from engine.codes import OrderStatus as S
+from engine.codes import OrderType
+from engine.codes import ReasonCode as R
+from engine.events import Event as E
+from engine.machine import NEW, RETURN, Chart, Firing, Step, When
+from engine.rules import (
+    ANSWERS_CANCELLATION,
+    COMMITTED_DATES,
+    NAMES_NEW_CANCELLATION,
+    ORDER_CHANGED,
+    TEXT_GIVEN,
+)
+
+STATES: tuple[str, ...] = (
+    NEW,
+    S.ACKNOWLEDGED,
+    S.IN_PROGRESS,
+    S.HELD,
+    S.PENDING_CANCELLATION,
+    S.CANCELLED,
+    S.COMPLETED,
+)
+ACTIVE = (S.ACKNOWLEDGED, S.IN_PROGRESS)
+NON_FINAL = (*ACTIVE, S.HELD, S.PENDING_CANCELLATION)
+CANCELLABLE = (*ACTIVE, S.HELD)
+
+
+def _asks_for(status: S) -> When:
+    def test(firing: Firing) -> bool:
+        return bool(firing.record.document.get("status") == status)
+
+    return When(f"order.status = {status}", test)
+
+
+CHART = Chart(
+    order_type=OrderType.UNSOLICITED_CEASE,
+    initial=NEW,
+    states=STATES,
+    steps=(
+        Step(E.CREATE, (NEW,), S.ACKNOWLEDGED, R.CREATED, when=_asks_for(S.ACKNOWLEDGED)),
+        Step(
+            E.CREATE, (NEW,), S.IN_PROGRESS, R.CREATED, (COMMITTED_DATES,), _asks_for(S.IN_PROGRESS)
+        ),
+        Step(E.COMMIT, (S.ACKNOWLEDGED,), S.IN_PROGRESS, R.COMMITTED, (COMMITTED_DATES,)),
+        Step(E.DELAY, ACTIVE, S.HELD, R.DELAY),
+        Step(E.RESUME, (S.HELD,), RETURN, R.RESUMED),
+        Step(E.UPDATE, NON_FINAL, None, R.UPDATE, (ORDER_CHANGED,)),
+        Step(E.ADD_INFORMATION, NON_FINAL, None, R.ADDITIONAL, (ORDER_CHANGED,)),
+        Step(E.WARN, NON_FINAL, None, R.WARNING),
+        Step(
+            E.CANCELLATION_RECEIVED,
+            CANCELLABLE,
+            S.PENDING_CANCELLATION,
+            None,
+            (NAMES_NEW_CANCELLATION,),
+        ),
+        Step(
+            E.ACCEPT_CANCELLATION,
+            (S.PENDING_CANCELLATION,),
+            S.CANCELLED,
+            R.CANCELLED,
+            (ANSWERS_CANCELLATION,),
+        ),
+        Step(
+            E.REJECT_CANCELLATION,
+            (S.PENDING_CANCELLATION,),
+            RETURN,
+            R.CANCELLATION_REJECTED,
+            (ANSWERS_CANCELLATION,),
+        ),
+        Step(E.CANCEL, CANCELLABLE, S.CANCELLED, R.CANCELLED, (TEXT_GIVEN,)),
+        Step(E.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED, R.COMPLETED),
+    ),
+)
