@@ -66,7 +66,10 @@ SAMPLES: tuple[Sample, ...] = (
             (Event.RESUME, None),
             (Event.REQUEST_REAPPOINTMENT, {"problem_code": "ACCESS_ISSUE", "text": "No access"}),
             (Event.AMENDMENT_RECEIVED, {"amendment_id": 501}),
-            (Event.ACCEPT_AMENDMENT, {"amendment_id": 501, "order": {"appointmentReservationId": 78}}),
+            (
+                Event.ACCEPT_AMENDMENT,
+                {"amendment_id": 501, "order": {"appointmentReservationId": 78}},
+            ),
             (Event.REAPPOINTED, {"order": _NEW_SLOT}),
             (Event.UPDATE, {"order": {"notes": "Engineer confirmed for the morning slot"}}),
             (Event.ADD_INFORMATION, {"service_characteristics": {"SERVICE_ID": "SVC-1001"}}),
@@ -103,7 +106,10 @@ SAMPLES: tuple[Sample, ...] = (
         modify_order(2001, supplierOrderReference="SUP-2001"),
         (
             (Event.COMMIT, {"order": COMMIT_DATES}),
-            (Event.REQUEST_INFORMATION, {"problem_code": "COST_ISSUE", "text": "Chargeband too low"}),
+            (
+                Event.REQUEST_INFORMATION,
+                {"problem_code": "COST_ISSUE", "text": "Chargeband too low"},
+            ),
             (Event.AMENDMENT_RECEIVED, {"amendment_reference": "AMD-1"}),
             (
                 Event.REJECT_AMENDMENT,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -104,6 +105,38 @@ class EventData(BaseModel):
 
 
 NO_DATA = EventData()
+#: The event-log name of a tenant-placed order's arrival from the gateway.
+RECEIVED = "received"
+
+
+class EventEntry(NamedTuple):
+    """One applied event, as the store's event log keeps it (events that sent no KCI too).
+
+    Attributes:
+        order_id: the order.
+        event: the event's name (``received`` for a tenant-placed order's arrival).
+        event_id: the caller's id for it, if one was given (makes it idempotent).
+        status_before: the order's status before it (empty for the order's first entry).
+        status_after: the order's status after it.
+        kci_ids: the KCIs it produced, in sequence order.
+        data: the event data as given.
+        applied_at: when the engine applied it.
+    """
+
+    order_id: str
+    event: str
+    event_id: str | None
+    status_before: str
+    status_after: str
+    kci_ids: tuple[str, ...]
+    data: EventData
+    applied_at: datetime
+
+    def data_json(self) -> dict[str, Any]:
+        """The fields of the event data that were given, JSON-ready."""
+        return self.data.model_dump(mode="json", exclude_unset=True)
+
+
 _EVENTS: dict[str, Event] = {event.value: event for event in Event}
 
 

@@ -66,7 +66,9 @@ SERVICE_ID = "SERVICE_ID"
 
 def format_datetime(value: datetime) -> str:
     """Render a date-time the way the gateway's examples do: UTC, milliseconds, ``Z``."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 WireDateTime = Annotated[AwareDatetime, PlainSerializer(format_datetime, return_type=str)]

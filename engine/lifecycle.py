@@ -194,10 +194,10 @@ def _build_kci(
         "id": kci_id,
         "sequenceNumber": record.next_sequence,
         "issuedOn": format_datetime(issued_on),
-        "reasonCode": reason.value,
+        "reasonCode": reason,  # StrEnum members: JSON-encode as their values, no .value lookup
     }
     if data.problem_code is not None:
-        body["problemCode"] = data.problem_code.value
+        body["problemCode"] = data.problem_code
     if data.text is not None:
         body["text"] = data.text
     if data.supplier_codes is not None:
@@ -218,8 +218,11 @@ def _build_kci(
 def _issued_on(firing: Firing) -> datetime:
     last = firing.record.last_issued_on
     given = firing.data.issued_on
-    moment = (given or firing.now).astimezone(UTC)
-    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    moment = given or firing.now
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.microsecond % 1000:  # issuedOn is sent to the millisecond
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     if last is not None and moment < last:
         if given is not None:
             raise violation(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
 from engine.kci import dump_json
@@ -99,9 +99,13 @@ class OrderRecord:
         return self.status in FINAL_STATUSES
 
 
-@dataclass(frozen=True, slots=True)
-class Kci:
-    """One KCI the engine produced: the body to POST and what the outbox needs to know of it."""
+class Kci(NamedTuple):
+    """One KCI the engine produced: the body to POST and what the outbox needs to know of it.
+
+    Immutable (a named tuple: about five times cheaper to build than a frozen dataclass, and
+    one is built per event). ``body`` shares the order document with the engine: treat it as
+    read-only.
+    """
 
     kci_id: str
     order_id: str

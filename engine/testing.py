@@ -108,7 +108,10 @@ SAMPLE_ORDERS: dict[OrderType, Callable[..., dict[str, Any]]] = {
     OrderType.UNSOLICITED_CEASE: unsolicited_cease_order,
 }
 
-COMMIT_DATES = {"committedDate": "2026-12-01T08:00:00.000Z", "targetDate": "2026-12-01T08:00:00.000Z"}
+COMMIT_DATES = {
+    "committedDate": "2026-12-01T08:00:00.000Z",
+    "targetDate": "2026-12-01T08:00:00.000Z",
+}
 
 
 def assert_valid_stream(kcis: Sequence[Kci]) -> None:

@@ -34,6 +34,25 @@ setup_venv() {
     fi
 }
 
+# The test suite runs against a real PostgreSQL server and renders statecharts with Graphviz.
+ensure_system_packages() {
+    local missing=()
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+        missing+=(postgresql)
+    fi
+    command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "tools/dev.sh: installing ${missing[*]} with apt-get" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "tools/dev.sh: please install ${missing[*]} (no apt-get here)" >&2
+        exit 2
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -42,6 +61,7 @@ case "$cmd" in
         exec .venv/bin/kci-engine demo "$@"
         ;;
     test)
+        ensure_system_packages
         setup_venv
         .venv/bin/ruff check engine tests tools
         .venv/bin/ruff format --check engine tests tools

@@ -1,15 +1,17 @@
 """The store interface: what the engine needs from a backend, and nothing more.
 
-A backend keeps, per order, the :class:`OrderRecord` and its KCIs (the outbox), and the ids of
-the events already applied. ``create`` and ``save`` write the record and its new KCIs
-atomically: both land or neither does.
+A backend keeps, per order, the :class:`OrderRecord`, its KCIs (the outbox) and the log of
+events applied to it. ``create`` and ``save`` write the record, its new KCIs and the event's log
+entry atomically: all land or none does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from engine.events import EventEntry
 from engine.records import Kci, OrderRecord
 
 
@@ -17,8 +19,8 @@ from engine.records import Kci, OrderRecord
 class Store(Protocol):
     """A place to keep orders and their KCIs."""
 
-    def create(self, record: OrderRecord, kcis: Sequence[Kci], event_id: str | None) -> None:
-        """Store a new order and the KCIs its creation produced.
+    def create(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
+        """Store a new order, the KCIs its creation produced and the creating event's entry.
 
         Raises:
             OrderExists: an order with ``record.order_id`` is already stored.
@@ -33,20 +35,29 @@ class Store(Protocol):
         """
         ...
 
-    def save(self, record: OrderRecord, kcis: Sequence[Kci], event_id: str | None) -> None:
-        """Store the changed ``record`` (whose ``version`` is the one it was loaded at) and the
-        KCIs the event produced, and remember ``event_id`` with them.
+    def save(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
+        """Store the changed ``record`` (whose ``version`` is the one it was loaded at), the KCIs
+        the event produced and its log entry (whose ``event_id``, if any, makes it idempotent).
 
         On success ``record.version`` is bumped and the store may keep ``record`` itself: the
         caller hands it over and must not change it afterwards.
 
         Raises:
-            ConcurrencyConflict: the stored version is no longer the one loaded.
+            ConcurrencyConflict: the stored version is no longer the one loaded, or the same
+                event id was applied meanwhile.
         """
         ...
 
     def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
         """The KCIs an already-applied event produced, or ``None`` if it was never applied."""
+        ...
+
+    def events(self, order_id: str) -> list[EventEntry]:
+        """The order's event log, oldest first.
+
+        Raises:
+            OrderNotFound: no such order.
+        """
         ...
 
     def kcis(self, order_id: str) -> list[Kci]:
@@ -55,6 +66,11 @@ class Store(Protocol):
         Raises:
             OrderNotFound: no such order.
         """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A context in which every create and save joins one transaction: all of them land
+        when the context exits normally, none if it exits with an exception."""
         ...
 
     def order_ids(self) -> Iterator[str]:

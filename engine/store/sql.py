@@ -1,0 +1,599 @@
+"""The durable store: orders, the KCI outbox and the event log in SQLite or PostgreSQL.
+
+Each event is one transaction: the order row is updated only if its ``version`` is still the one
+the engine read (``UPDATE ... WHERE version = :read``), and the KCI rows and the event's log entry
+are inserted in the same transaction. So the state change and its KCIs commit together or not at
+all, and a writer that lost a race gets :class:`ConcurrencyConflict` instead of a duplicate or
+skipped sequence number: sequence numbers come from the order row's counter, bumped under the row
+lock the UPDATE takes (PostgreSQL) or the database write lock (SQLite), never from a global
+auto-increment.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit returns only once the WAL is on disk,
+so a KCI the engine handed back survives a power cut (see docs/decisions.md for the cost). Write
+transactions start with ``BEGIN IMMEDIATE``, so two writers queue on the lock (``busy_timeout``)
+instead of failing to upgrade a read lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from engine.codes import OrderStatus, OrderType, ReasonCode
+from engine.errors import ConcurrencyConflict, ConfigurationError, OrderExists, OrderNotFound
+from engine.events import EventData, EventEntry
+from engine.kci import format_datetime
+from engine.records import Kci, OrderRecord, RequestRef
+from engine.store.tables import EVENTS, ORDERS, OUTBOX, DeliveryState
+
+_WRITE = "kci_write"
+DEFAULT_URL = "sqlite:///kci-engine.db"
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch (the unit of every time column the engine compares)."""
+    return time.time_ns() // 1_000_000
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url``, configured the way the store needs it.
+
+    Raises:
+        ConfigurationError: the URL is malformed or names an unsupported database.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"database URL {url!r} is malformed: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ConfigurationError(
+        f"database URL {parsed.render_as_string(hide_password=True)!r}: only sqlite:/// and "
+        "postgresql+psycopg:// are supported"
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the engine issues BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A KCI as the outbox holds it, with its delivery progress."""
+
+    kci: Kci
+    delivery_state: str
+    attempts: int
+    next_attempt_at_ms: int
+    last_error: str | None
+    delivered_at_ms: int | None
+
+
+# --- statements ----------------------------------------------------------------------------------
+# Each statement is written once, in SQLAlchemy Core. A joined view executes it through the
+# caller's session; the store's own hot path runs its compiled SQL on a DBAPI connection.
+
+Statement = sa.Select[Any] | sa.Update | sa.Insert
+_B = sa.bindparam
+_LOAD = ORDERS.select().where(ORDERS.c.order_id == _B("k_order_id"))
+_UPDATE = (
+    ORDERS.update()
+    .where(ORDERS.c.order_id == _B("k_order_id"))
+    .where(ORDERS.c.version == _B("k_version"))
+    .values({c.name: _B(c.name) for c in ORDERS.c if c.name not in ("order_id", "created_at_ms")})
+)
+_INSERT_ORDER = ORDERS.insert().values({c.name: _B(c.name) for c in ORDERS.c})
+_INSERT_KCI = OUTBOX.insert().values(
+    {c.name: _B(c.name) for c in OUTBOX.c if c.name not in ("last_error", "delivered_at_ms")}
+)
+_INSERT_EVENT = EVENTS.insert().values({c.name: _B(c.name) for c in EVENTS.c if c.name != "seq"})
+_APPLIED = (
+    sa.select(EVENTS.c.kci_ids)
+    .where(EVENTS.c.order_id == _B("k_order_id"))
+    .where(EVENTS.c.event_id == _B("k_event_id"))
+)
+
+
+class _Compiled:
+    """A statement compiled for one dialect: its SQL and how to pass its parameters."""
+
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled: Any = statement.compile(dialect=dialect)  # a SQLCompiler
+        self.sql = compiled.string
+        self.names: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        )
+        self.columns: tuple[str, ...] = tuple(
+            c.name for c in getattr(statement, "selected_columns", ())
+        )
+
+    def params(self, values: dict[str, Any]) -> Any:
+        return values if self.names is None else tuple(values[name] for name in self.names)
+
+
+class _Runner:
+    """Runs the store's statements on one connection, within one transaction at a time."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def run(self, statement: Statement, values: dict[str, Any]) -> int:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class _DirectRunner(_Runner):
+    """The hot path: compiled SQL on this thread's DBAPI connection, no ORM, no pool trips."""
+
+    def __init__(self, store: SqlStore, dbapi: Any) -> None:
+        super().__init__(store)
+        self.dbapi = dbapi
+
+    def run(self, statement: Statement, values: dict[str, Any]) -> int:
+        compiled = self.store._compiled(statement)
+        cursor = self.dbapi.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.params(values))
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
+        compiled = self.store._compiled(statement)
+        cursor = self.dbapi.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.params(values))
+            return [dict(zip(compiled.columns, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+
+class _SessionRunner(_Runner):
+    """A joined view: the same statements through the caller's SQLAlchemy connection."""
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        super().__init__(store)
+        self.conn = conn
+
+    def run(self, statement: Statement, values: dict[str, Any]) -> int:
+        return int(self.conn.execute(statement, values).rowcount)
+
+    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [dict(row._mapping) for row in self.conn.execute(statement, values)]
+
+
+class SqlStore:
+    """Orders, the outbox and the event log in a SQL database (SQLite or PostgreSQL).
+
+    Each thread that uses the store gets one database connection of its own, kept for the
+    store's life (:meth:`close` releases them). Processes do not share a store: each worker
+    process builds its own.
+
+    Args:
+        url: a SQLAlchemy URL, ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
+        engine: an existing SQLAlchemy engine instead of a URL.
+        migrate: bring the schema up to date (Alembic ``upgrade head``) before first use.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        engine: Engine | None = None,
+        migrate: bool = True,
+    ) -> None:
+        self.engine = engine if engine is not None else create_db_engine(url)
+        self._session: Session | None = None
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._statements: dict[int, _Compiled] = {}
+        dbapi: Any = self.engine.dialect.dbapi
+        self._integrity_error: type[Exception] = dbapi.IntegrityError
+        self._operational_error: type[Exception] = dbapi.OperationalError
+        if migrate:
+            from engine.store.migrate import upgrade
+
+            upgrade(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.engine.dialect.name)
+
+    def joined(self, session: Session) -> SqlStore:
+        """A view of this store that works inside the caller's session and transaction.
+
+        Its writes go through ``session``'s connection and are neither committed nor rolled back:
+        the caller's business writes and the KCIs commit together when the caller commits.
+        """
+        view = SqlStore.__new__(SqlStore)
+        view.__dict__.update(self.__dict__)
+        view._session = session
+        return view
+
+    def close(self) -> None:
+        """Close this store's connections (a joined view's session belongs to the caller)."""
+        if self._session is not None:
+            return
+        with self._lock:
+            for dbapi in self._connections:
+                dbapi.close()
+            self._connections.clear()
+        self._local = threading.local()
+        self.engine.dispose()
+
+    def _compiled(self, statement: Statement) -> _Compiled:
+        found = self._statements.get(id(statement))
+        if found is None:
+            found = self._statements[id(statement)] = _Compiled(statement, self.engine.dialect)
+        return found
+
+    # --- transactions --------------------------------------------------------------------------
+
+    def _dbapi(self) -> Any:
+        dbapi = getattr(self._local, "dbapi", None)
+        if dbapi is None:
+            dbapi = self.engine.raw_connection()
+            if self.dialect == "postgresql":
+                driver: Any = dbapi.driver_connection
+                driver.autocommit = True  # the store issues BEGIN itself
+            self._local.dbapi = dbapi
+            with self._lock:
+                self._connections.append(dbapi)
+        return dbapi
+
+    def _discard(self) -> None:
+        dbapi = getattr(self._local, "dbapi", None)
+        self._local.dbapi = None
+        if dbapi is not None:
+            with self._lock:
+                if dbapi in self._connections:
+                    self._connections.remove(dbapi)
+            with suppress(Exception):  # the connection is being thrown away anyway
+                dbapi.invalidate()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._session is not None or getattr(self._local, "batch", None) is not None:
+            yield  # the caller's transaction, or an enclosing batch, already holds everything
+            return
+        with self._write() as runner:
+            self._local.batch = runner
+            try:
+                yield
+            finally:
+                self._local.batch = None
+
+    @contextmanager
+    def _read(self) -> Iterator[_Runner]:
+        if self._session is not None:
+            yield _SessionRunner(self, self._session.connection())
+            return
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            yield batch
+            return
+        try:
+            yield _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
+        except self._operational_error:
+            self._discard()
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[_Runner]:
+        if self._session is not None:
+            yield _SessionRunner(self, self._session.connection())
+            return
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            yield batch
+            return
+        dbapi = self._dbapi()
+        runner = _DirectRunner(self, dbapi)
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            try:
+                yield runner
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        except self._operational_error:
+            self._discard()
+            raise
+        finally:
+            cursor.close()
+
+    # --- the Store interface -------------------------------------------------------------------
+
+    def create(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
+        now = now_ms()
+        row = _order_row(record, now)
+        row["version"] = 1
+        row["created_at_ms"] = now
+        try:
+            with self._write() as runner:
+                runner.run(_INSERT_ORDER, row)
+                self._append(runner, kcis, entry, now)
+        except (self._integrity_error, IntegrityError):
+            raise OrderExists(record.order_id) from None
+        record.version = 1
+
+    def load(self, order_id: str) -> OrderRecord:
+        with self._read() as runner:
+            rows = runner.rows(_LOAD, {"k_order_id": order_id})
+        if not rows:
+            raise OrderNotFound(order_id)
+        return _record(rows[0])
+
+    def save(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
+        now = now_ms()
+        loaded = record.version
+        row = _order_row(record, now)
+        row["version"] = loaded + 1
+        row["k_order_id"] = record.order_id
+        row["k_version"] = loaded
+        try:
+            with self._write() as runner:
+                if runner.run(_UPDATE, row) != 1:
+                    raise ConcurrencyConflict(
+                        f"order {record.order_id} changed since it was read (version {loaded})",
+                        order_id=record.order_id,
+                    )
+                self._append(runner, kcis, entry, now)
+        except (self._integrity_error, IntegrityError) as exc:
+            raise ConcurrencyConflict(
+                f"order {record.order_id}: a concurrent writer stored the same KCI sequence "
+                f"number or event id first ({type(exc).__name__})",
+                order_id=record.order_id,
+            ) from None
+        except (self._operational_error, OperationalError) as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ConcurrencyConflict(
+                    f"order {record.order_id}: the database stayed locked by another writer",
+                    order_id=record.order_id,
+                ) from None
+            raise
+        record.version = loaded + 1
+
+    def _append(self, runner: _Runner, kcis: Sequence[Kci], entry: EventEntry, now: int) -> None:
+        for kci in kcis:
+            runner.run(
+                _INSERT_KCI,
+                {
+                    "kci_id": kci.kci_id,
+                    "order_id": kci.order_id,
+                    "sequence_number": kci.sequence_number,
+                    "reason_code": str(kci.reason_code),
+                    "status": str(kci.status),
+                    "event": kci.event,
+                    "issued_on": kci.body["issuedOn"],
+                    "body": kci.json(),
+                    "delivery_state": DeliveryState.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at_ms": now,
+                    "created_at_ms": now,
+                },
+            )
+        runner.run(
+            _INSERT_EVENT,
+            {
+                "order_id": entry.order_id,
+                "event_id": entry.event_id,
+                "event": entry.event,
+                "status_before": entry.status_before,
+                "status_after": entry.status_after,
+                "kci_ids": json.dumps(list(entry.kci_ids)),
+                "data": json.dumps(entry.data_json(), separators=(",", ":")),
+                "applied_at_ms": _ms(entry.applied_at),
+            },
+        )
+
+    def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
+        with self._read() as runner:
+            found = runner.rows(_APPLIED, {"k_order_id": order_id, "k_event_id": event_id})
+        if not found:
+            return None
+        wanted = set(json.loads(found[0]["kci_ids"]))
+        if not wanted:
+            return []
+        return [kci for kci in self.kcis(order_id) if kci.kci_id in wanted]
+
+    # --- reading back and operations -----------------------------------------------------------
+
+    @contextmanager
+    def _query(self) -> Iterator[Connection]:
+        """A SQLAlchemy connection for the operational (not hot-path) queries."""
+        if self._session is not None:
+            yield self._session.connection()
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    def events(self, order_id: str) -> list[EventEntry]:
+        with self._query() as conn:
+            self._require(conn, order_id)
+            rows = conn.execute(
+                EVENTS.select().where(EVENTS.c.order_id == order_id).order_by(EVENTS.c.seq)
+            ).all()
+        return [_entry(row._mapping) for row in rows]
+
+    def kcis(self, order_id: str) -> list[Kci]:
+        return [entry.kci for entry in self.outbox(order_id)]
+
+    def outbox(self, order_id: str) -> list[OutboxEntry]:
+        """The order's KCIs with their delivery progress, in sequence order.
+
+        Raises:
+            OrderNotFound: no such order.
+        """
+        with self._query() as conn:
+            self._require(conn, order_id)
+            rows = conn.execute(
+                OUTBOX.select()
+                .where(OUTBOX.c.order_id == order_id)
+                .order_by(OUTBOX.c.sequence_number)
+            ).all()
+        return [_outbox_entry(row._mapping) for row in rows]
+
+    def order_ids(self) -> Iterator[str]:
+        with self._query() as conn:
+            rows = conn.execute(
+                sa.select(ORDERS.c.order_id).order_by(ORDERS.c.created_at_ms, ORDERS.c.order_id)
+            ).all()
+        return iter([row[0] for row in rows])
+
+    @staticmethod
+    def _require(conn: Connection, order_id: str) -> None:
+        found = conn.execute(
+            sa.select(ORDERS.c.order_id).where(ORDERS.c.order_id == order_id)
+        ).first()
+        if found is None:
+            raise OrderNotFound(order_id)
+
+    def outbox_status(self) -> dict[str, Any]:
+        """Counts per delivery state and the age of the oldest undelivered KCI."""
+        with self._query() as conn:
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(OUTBOX.c.delivery_state, sa.func.count()).group_by(
+                        OUTBOX.c.delivery_state
+                    )
+                ).all()
+            )
+            oldest = conn.execute(
+                sa.select(sa.func.min(OUTBOX.c.created_at_ms)).where(
+                    OUTBOX.c.delivery_state != DeliveryState.DELIVERED
+                )
+            ).scalar()
+        states = (DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.DEAD)
+        return {
+            "counts": {state: int(counts.get(state, 0)) for state in states},
+            "oldest_undelivered_age_s": None
+            if oldest is None
+            else round((now_ms() - int(oldest)) / 1000, 3),
+        }
+
+
+# --- row <-> record ------------------------------------------------------------------------------
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _order_row(record: OrderRecord, now: int) -> dict[str, Any]:
+    return {
+        "order_id": record.order_id,
+        "order_type": record.order_type.value,
+        "status": str(record.status),
+        "return_stack": json.dumps([str(s) for s in record.return_stack]),
+        "requests": json.dumps(
+            {
+                "amendments": [ref.to_json() for ref in record.amendments],
+                "cancellation": None
+                if record.cancellation is None
+                else record.cancellation.to_json(),
+            }
+        ),
+        "document": json.dumps(record.document, separators=(",", ":"), ensure_ascii=False),
+        "next_sequence": record.next_sequence,
+        "last_issued_on": None
+        if record.last_issued_on is None
+        else format_datetime(record.last_issued_on),
+        "version": record.version,
+        "conversation_id": record.conversation_id,
+        "updated_at_ms": now,
+    }
+
+
+def _record(row: Any) -> OrderRecord:
+    requests = json.loads(row["requests"])
+    cancellation = requests.get("cancellation")
+    last = row["last_issued_on"]
+    return OrderRecord(
+        order_id=row["order_id"],
+        order_type=OrderType(row["order_type"]),
+        status=row["status"],
+        document=json.loads(row["document"]),
+        return_stack=json.loads(row["return_stack"]),
+        amendments=[RequestRef.from_json(ref) for ref in requests.get("amendments", [])],
+        cancellation=None if cancellation is None else RequestRef.from_json(cancellation),
+        next_sequence=row["next_sequence"],
+        last_issued_on=None if last is None else datetime.fromisoformat(last),
+        version=row["version"],
+        conversation_id=row["conversation_id"],
+    )
+
+
+def _kci(row: Any) -> Kci:
+    return Kci(
+        kci_id=row["kci_id"],
+        order_id=row["order_id"],
+        sequence_number=row["sequence_number"],
+        reason_code=ReasonCode(row["reason_code"]),
+        status=OrderStatus(row["status"]),
+        issued_on=datetime.fromisoformat(row["issued_on"]),
+        body=json.loads(row["body"]),
+        event=row["event"],
+    )
+
+
+def _outbox_entry(row: Any) -> OutboxEntry:
+    return OutboxEntry(
+        kci=_kci(row),
+        delivery_state=row["delivery_state"],
+        attempts=row["attempts"],
+        next_attempt_at_ms=row["next_attempt_at_ms"],
+        last_error=row["last_error"],
+        delivered_at_ms=row["delivered_at_ms"],
+    )
+
+
+def _entry(row: Any) -> EventEntry:
+    return EventEntry(
+        order_id=row["order_id"],
+        event=row["event"],
+        event_id=row["event_id"],
+        status_before=row["status_before"],
+        status_after=row["status_after"],
+        kci_ids=tuple(json.loads(row["kci_ids"])),
+        data=EventData.model_validate(json.loads(row["data"])),
+        applied_at=datetime.fromtimestamp(row["applied_at_ms"] / 1000, UTC),
+    )

@@ -1,0 +1,107 @@
+"""The engine's tables, as SQLModel classes on a registry of their own.
+
+A separate registry keeps these tables out of ``SQLModel.metadata``, so a supplier whose own
+service uses SQLModel does not create, drop or migrate them by accident (and vice versa). Every
+table name starts with ``kci_``. The schema is created and upgraded by the Alembic migrations in
+``engine/store/migrations``; :data:`METADATA` is their target.
+
+Times the dispatcher compares (``next_attempt_at``) are integer milliseconds since the epoch,
+which index and compare the same way on every backend; ``issued_on`` is the wire string, whose
+fixed format sorts chronologically.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+class KciTable(SQLModel, registry=registry()):
+    """Base of the engine's tables."""
+
+
+class OrderRow(KciTable, table=True):
+    """One order: its state, latest document and KCI counter."""
+
+    __tablename__ = "kci_order"
+
+    order_id: str = Field(primary_key=True, max_length=200)
+    order_type: str = Field(max_length=32)
+    status: str = Field(max_length=32)
+    return_stack: str = Field(sa_column=Column(Text, nullable=False))
+    requests: str = Field(sa_column=Column(Text, nullable=False))
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    next_sequence: int
+    last_issued_on: str | None = Field(default=None, max_length=32)
+    version: int
+    conversation_id: str | None = Field(default=None, max_length=200)
+    created_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class OutboxRow(KciTable, table=True):
+    """One KCI: append-only; delivery progress is tracked in place, rows are never deleted."""
+
+    __tablename__ = "kci_outbox"
+    __table_args__ = (
+        UniqueConstraint("order_id", "sequence_number", name="uq_kci_outbox_order_sequence"),
+        Index("ix_kci_outbox_due", "delivery_state", "next_attempt_at_ms"),
+    )
+
+    kci_id: str = Field(primary_key=True, max_length=36)
+    order_id: str = Field(foreign_key="kci_order.order_id", max_length=200)
+    sequence_number: int
+    reason_code: str = Field(max_length=32)
+    status: str = Field(max_length=32)
+    event: str = Field(max_length=64)
+    issued_on: str = Field(max_length=32)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    delivery_state: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    delivered_at_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class EventRow(KciTable, table=True):
+    """The event log: every event applied to an order, with its data and what it produced.
+
+    ``event_id`` is the caller's id where one was given; it is unique per order, which makes
+    applying the same event twice impossible even for two racing processes. ``seq`` only orders
+    the log for reading; KCI sequence numbers never come from it.
+    """
+
+    __tablename__ = "kci_event"
+    __table_args__ = (
+        UniqueConstraint("order_id", "event_id", name="uq_kci_event_order_event_id"),
+        Index("ix_kci_event_order", "order_id", "seq"),
+    )
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    order_id: str = Field(foreign_key="kci_order.order_id", max_length=200)
+    event_id: str | None = Field(default=None, max_length=200)
+    event: str = Field(max_length=64)
+    status_before: str = Field(max_length=32)
+    status_after: str = Field(max_length=32)
+    kci_ids: str = Field(sa_column=Column(Text, nullable=False))
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    applied_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+METADATA = KciTable.metadata
+ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
+OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
+EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+
+
+class DeliveryState:
+    """Values of ``kci_outbox.delivery_state``."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DEAD = "DEAD"

@@ -1,0 +1,230 @@
+"""The SQL store on real databases: processes racing, SIGKILL mid-apply, joined transactions,
+migrations and the operator commands."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlmodel import Session
+
+from engine import Engine, Event
+from engine.cli import main
+from engine.errors import ConfigurationError
+from engine.store.migrate import current, head
+from engine.store.sql import SqlStore, create_db_engine
+from engine.testing import COMMIT_DATES, provide_order, test_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _committed_orders(url: str, count: int) -> list[str]:
+    store = SqlStore(url)
+    engine = Engine(store)
+    ids = []
+    for n in range(1, count + 1):
+        order_id = engine.accept_order("provide", provide_order(n))
+        engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": f"S{n}"}})
+        engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+        ids.append(order_id)
+    store.close()
+    return ids
+
+
+def _assert_consistent(url: str) -> dict[str, int]:
+    """Every order's outbox runs 1..n with no gap, matches its counter and its event log."""
+    store = SqlStore(url)
+    try:
+        totals = {}
+        for order_id in store.order_ids():
+            record = store.load(order_id)
+            kcis = store.kcis(order_id)
+            numbers = [k.sequence_number for k in kcis]
+            assert numbers == list(range(1, len(kcis) + 1)), (order_id, numbers)
+            assert record.next_sequence == len(kcis) + 1, order_id
+            logged = [kci_id for entry in store.events(order_id) for kci_id in entry.kci_ids]
+            assert logged == [k.kci_id for k in kcis], order_id
+            totals[order_id] = len(kcis)
+        return totals
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("retries", [0, 1000])
+def test_racing_processes_never_duplicate_or_skip_a_sequence_number(
+    db_url: str, retries: int
+) -> None:
+    """Four processes apply events to the same three orders at once. Every KCI lands exactly
+    once with its own number; losers of a race get ConcurrencyConflict (or retry, if asked)."""
+    ids = _committed_orders(db_url, 3)
+    per_worker = 60
+    workers = [
+        _worker("apply", db_url, ",".join(ids), str(per_worker), str(retries)) for _ in range(4)
+    ]
+    results = []
+    for proc in workers:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    applied = sum(r["applied"] for r in results)
+    conflicts = sum(r["conflicts"] for r in results)
+    assert applied + conflicts == 4 * per_worker
+    if retries:
+        assert conflicts == 0
+    totals = _assert_consistent(db_url)
+    assert sum(totals.values()) == 2 * len(ids) + applied
+
+
+def test_sigkill_mid_apply_leaves_each_order_before_or_after(sqlite_url: str) -> None:
+    """A process killed at random moments while applying events never leaves half an event:
+    after every kill the outbox, counters and event log agree, and a restart finishes the work
+    (event ids make the replayed prefix idempotent)."""
+    rng = random.Random(20261123)
+    for _ in range(6):
+        proc = _worker("churn", sqlite_url, "T", "40")
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        _assert_consistent(sqlite_url)
+    proc = _worker("churn", sqlite_url, "T", "40")
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    totals = _assert_consistent(sqlite_url)
+    assert len(totals) == 40
+    assert set(totals.values()) == {7}
+
+
+def test_joined_session_commits_business_writes_and_kcis_together(sqlite_url: str) -> None:
+    """A supplier's own write and the KCI commit atomically in the supplier's transaction."""
+    store = SqlStore(sqlite_url)
+    engine = test_engine(store)
+    order_id = engine.accept_order("provide", provide_order(1))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE work_order (id TEXT PRIMARY KEY, state TEXT)")
+
+    with Session(store.engine) as session:
+        session.execute(sa.text("INSERT INTO work_order VALUES ('W1', 'acknowledged')"))
+        engine.using(store.joined(session)).apply(
+            order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}}
+        )
+        session.rollback()
+    assert store.kcis(order_id) == []
+    assert store.load(order_id).status == "SENT_TO_SUPPLIER"
+
+    with Session(store.engine) as session:
+        session.execute(sa.text("INSERT INTO work_order VALUES ('W1', 'acknowledged')"))
+        [kci] = engine.using(store.joined(session)).apply(
+            order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}}
+        )
+        session.commit()
+    assert store.kcis(order_id) == [kci]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT state FROM work_order").scalar() == "acknowledged"
+    store.close()
+
+
+def test_migrations_create_upgrade_and_match_the_models(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from engine.store.migrate import upgrade
+    from engine.store.tables import METADATA
+
+    engine = create_db_engine(db_url)
+    assert current(engine) is None
+    upgrade(engine)
+    upgrade(engine)  # idempotent
+    assert current(engine) == head()
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_with_full_sync(sqlite_url: str) -> None:
+    store = SqlStore(sqlite_url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    store.close()
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "not a url", "sqlite+pysqlite:///"])
+def test_bad_database_url_is_a_clear_error(url: str) -> None:
+    if url.startswith("sqlite"):
+        create_db_engine(url).dispose()  # an in-memory SQLite URL is valid
+        return
+    with pytest.raises(ConfigurationError, match="database URL"):
+        create_db_engine(url)
+
+
+def test_cli_demo_on_a_database_then_timeline_and_status(db_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "kcis.jsonl"
+    result = runner.invoke(main, ["demo", "--db", db_url, "--jsonl", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "18 of 18 reason codes" in result.output
+    again = runner.invoke(main, ["demo", "--db", db_url])
+    assert again.exit_code == 1
+    assert "already holds orders" in again.output
+
+    timeline = runner.invoke(main, ["timeline", "TENANT1:2001", "--db", db_url])
+    assert timeline.exit_code == 0, timeline.output
+    assert "amendment_received" in timeline.output  # events that sent no KCI are shown too
+    assert "KCI #6 COMPLETED" in timeline.output
+    assert "[PENDING, 0 attempt(s)]" in timeline.output
+
+    status = runner.invoke(main, ["outbox", "status", "--db", db_url, "--json"])
+    assert json.loads(status.output)["counts"] == {"PENDING": 31, "DELIVERED": 0, "DEAD": 0}
+    missing = runner.invoke(main, ["timeline", "nope", "--db", db_url])
+    assert missing.exit_code == 1
+    assert "order nope not found" in missing.output
+
+
+def test_demo_kcis_identical_on_sqlite_and_postgresql(
+    sqlite_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """The demo's KCIs are the same in content on both backends, ids and timestamps aside."""
+    from tests.conftest import _fresh_postgres_database
+
+    def normalised(url: str, name: str) -> list[dict[str, object]]:
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["demo", "--db", url, "--jsonl", str(out)])
+        assert result.exit_code == 0, result.output
+        bodies = [json.loads(line) for line in out.read_text().splitlines()]
+        for body in bodies:
+            body.pop("id")
+            body.pop("issuedOn")
+        return bodies
+
+    gen = _fresh_postgres_database(postgres_url, "demo_identical")
+    pg = next(gen)
+    try:
+        assert normalised(sqlite_url, "a.jsonl") == normalised(pg, "b.jsonl")
+    finally:
+        next(gen, None)
+
+
+def test_db_upgrade_command(sqlite_url: str) -> None:
+    result = CliRunner().invoke(main, ["db", "upgrade", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"schema: none -> {head()}"
+    result = CliRunner().invoke(main, ["db", "upgrade", "--db", sqlite_url])
+    assert result.output.strip() == f"schema: {head()} -> {head()}"

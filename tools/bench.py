@@ -1,0 +1,352 @@
+"""Benchmarks for kci-engine. Prints progress lines, then one JSON object on the last line.
+
+    python tools/bench.py            full run
+    python tools/bench.py --quick    under a minute on 2 cores (fewer orders, fewer repeats)
+    python tools/bench.py --only apply_memory
+
+Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine).
+Results and the machine they came from are recorded in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import Engine, Event, EventData, OrderType
+from engine.facade import new_kci_id
+from engine.testing import COMMIT_DATES, provide_order
+
+#: A provide order's lifecycle with the detours suppliers see most: every event is applied
+#: with its data as a plain mapping (as it arrives from a supplier's backend), validated,
+#: and produces one validated KCI.
+LIFECYCLE: tuple[tuple[Event, dict[str, Any] | None], ...] = (
+    (Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "SUP-1"}}),
+    (Event.COMMIT, {"order": COMMIT_DATES}),
+    (Event.WARN, {"problem_code": "NETWORK_ISSUE", "text": "Node maintenance"}),
+    (Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE", "text": "Wayleave needed"}),
+    (Event.RESUME, None),
+    (Event.UPDATE, {"order": {"notes": "Engineer booked"}}),
+    (Event.ADD_INFORMATION, {"service_characteristics": {"SERVICE_ID": "SVC-1"}}),
+    (Event.COMPLETE, None),
+)
+
+
+def _orders(count: int, start: int = 1) -> Iterator[dict[str, Any]]:
+    for n in range(start, start + count):
+        yield provide_order(n)
+
+
+def bench_apply_memory(orders: int) -> dict[str, float]:
+    """Events applied to in-memory orders (KCIs built and validated), events per second."""
+    engine = Engine()
+    ids = [engine.accept_order(OrderType.PROVIDE, order) for order in _orders(orders)]
+    events = 0
+    started = time.perf_counter()
+    for event, data in LIFECYCLE:
+        for order_id in ids:
+            events += len(engine.apply(order_id, event, data))
+    elapsed = time.perf_counter() - started
+    return {"apply_memory_events_per_s": events / elapsed}
+
+
+def _sqlite_file(directory: str, name: str) -> str:
+    return f"sqlite:///{Path(directory) / name}"
+
+
+def _durable_orders(engine: Engine, count: int) -> list[str]:
+    items = list(_orders(count))
+    ids: list[str] = []
+    with engine.store.batch():
+        for order in items:
+            ids.append(engine.accept_order(OrderType.PROVIDE, order))
+    return ids
+
+
+def bench_durable(orders: int) -> dict[str, float]:
+    """The durable path on a SQLite file (WAL, synchronous=FULL), one transaction per event,
+    against raw sqlite3 doing the same writes, and against a naive build of the same parts."""
+    from engine.store.sql import SqlStore
+
+    count = max(orders // 10, 50)
+    with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        store = SqlStore(_sqlite_file(tmp, "engine.db"))
+        engine = Engine(store)
+        ids = _durable_orders(engine, count)
+        events = 0
+        started = time.perf_counter()
+        for event, data in LIFECYCLE:
+            for order_id in ids:
+                events += len(engine.apply(order_id, event, data))
+        durable = events / (time.perf_counter() - started)
+        body = store.kcis(ids[0])[-1].json()
+        document = json.dumps(store.load(ids[0]).document)
+        store.close()
+        floor = _sqlite_floor(Path(tmp) / "floor.db", count, len(LIFECYCLE), body, document)
+        naive = _naive(_sqlite_file(tmp, "naive.db"), max(count // 2, 25))
+    return {
+        "apply_durable_events_per_s": durable,
+        "sqlite_floor_txn_per_s": floor,
+        "naive_durable_events_per_s": naive,
+        "durable_vs_floor": durable / floor,
+        "durable_vs_naive": durable / naive,
+    }
+
+
+def _sqlite_floor(path: Path, orders: int, rounds: int, body: str, document: str) -> float:
+    """Raw sqlite3, same schema, journal and sync settings: per transaction the writes the
+    engine makes for one event (order row update, outbox insert, event-log insert)."""
+    from engine.store.migrate import upgrade
+    from engine.store.sql import create_db_engine
+
+    setup = create_db_engine(f"sqlite:///{path}")
+    upgrade(setup)
+    setup.dispose()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    now = 0
+    for n in range(orders):
+        conn.execute(
+            "INSERT INTO kci_order VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (f"o{n}", "provide", "IN_PROGRESS", "[]", "{}", document, 1, None, 1, None, now, now),
+        )
+    started = time.perf_counter()
+    txns = 0
+    for round_ in range(rounds):
+        for n in range(orders):
+            kci_id = f"{round_:08d}-{n:027d}"
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE kci_order SET status=?, document=?, next_sequence=next_sequence+1, "
+                "version=version+1, updated_at_ms=? WHERE order_id=? AND version=?",
+                ("IN_PROGRESS", document, now, f"o{n}", round_ + 1),
+            )
+            conn.execute(
+                "INSERT INTO kci_outbox (kci_id, order_id, sequence_number, reason_code, status, "
+                "event, issued_on, body, delivery_state, attempts, next_attempt_at_ms, "
+                "created_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    kci_id,
+                    f"o{n}",
+                    round_ + 1,
+                    "WARNING",
+                    "IN_PROGRESS",
+                    "warn",
+                    "2026-11-23T09:00:00.000Z",
+                    body,
+                    "PENDING",
+                    0,
+                    now,
+                    now,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO kci_event (order_id, event_id, event, status_before, status_after, "
+                "kci_ids, data, applied_at_ms) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    f"o{n}",
+                    None,
+                    "warn",
+                    "IN_PROGRESS",
+                    "IN_PROGRESS",
+                    f'["{kci_id}"]',
+                    '{"problem_code":"NETWORK_ISSUE"}',
+                    now,
+                ),
+            )
+            conn.execute("COMMIT")
+            txns += 1
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return txns / elapsed
+
+
+def _naive(url: str, orders: int) -> float:
+    """The same parts put together naively: a fresh ORM session and a new transitions Machine
+    for every event, and the KCI validated by building the whole pydantic model."""
+    from sqlmodel import Session
+
+    from engine.kci import parse_kci
+    from engine.lifecycle import run_step
+    from engine.machine import CompiledChart, Firing
+    from engine.orders import CHARTS
+    from engine.store.sql import SqlStore, _order_row, _record, now_ms
+    from engine.store.tables import EventRow, OrderRow, OutboxRow
+
+    store = SqlStore(url)
+    ids = _durable_orders(Engine(store), orders)
+    events = 0
+    started = time.perf_counter()
+    for event, data in LIFECYCLE:
+        for order_id in ids:
+            with Session(store.engine) as session:
+                row = session.get(OrderRow, order_id)
+                assert row is not None
+                record = _record(row.model_dump())
+                chart = CompiledChart(CHARTS[record.order_type], run_step)  # a Machine per order
+                firing = Firing(
+                    record,
+                    event,
+                    EventData.model_validate(data or {}),
+                    datetime.now(UTC),
+                    new_kci_id,
+                )
+                chart.fire(firing)
+                for key, value in _order_row(record, now_ms()).items():
+                    setattr(row, key, value)
+                row.version += 1
+                for kci in firing.kcis:
+                    parse_kci(kci.json())
+                    session.add(
+                        OutboxRow(
+                            kci_id=kci.kci_id,
+                            order_id=order_id,
+                            sequence_number=kci.sequence_number,
+                            reason_code=kci.reason_code.value,
+                            status=kci.status.value,
+                            event=kci.event,
+                            issued_on=kci.body["issuedOn"],
+                            body=kci.json(),
+                            delivery_state="PENDING",
+                            attempts=0,
+                            next_attempt_at_ms=now_ms(),
+                            created_at_ms=now_ms(),
+                        )
+                    )
+                session.add(
+                    EventRow(
+                        order_id=order_id,
+                        event=event.value,
+                        status_before="",
+                        status_after="",
+                        kci_ids="[]",
+                        data="{}",
+                        applied_at_ms=now_ms(),
+                    )
+                )
+                session.commit()
+                events += len(firing.kcis)
+    elapsed = time.perf_counter() - started
+    store.close()
+    return events / elapsed
+
+
+def bench_batch(orders: int) -> dict[str, float]:
+    """Events applied in batches of 1,000 per transaction (bulk import or replay)."""
+    from engine.store.sql import SqlStore
+
+    with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        store = SqlStore(_sqlite_file(tmp, "batch.db"))
+        engine = Engine(store)
+        ids = _durable_orders(engine, orders)
+        items = [(order_id, event, data) for event, data in LIFECYCLE for order_id in ids]
+        started = time.perf_counter()
+        events = 0
+        for start in range(0, len(items), 1000):
+            events += sum(len(k) for k in engine.apply_batch(items[start : start + 1000]))
+        elapsed = time.perf_counter() - started
+        store.close()
+    return {"batch_events_per_s": events / elapsed}
+
+
+def bench_rss(orders: int) -> dict[str, float]:
+    """Peak RSS of a fresh process that accepts ``N`` orders on SQLite and applies an event to
+    each (in batches): memory must not grow with the number of stored orders."""
+    count = 100_000 if orders >= 10_000 else 10_000
+    with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        out = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(count), _sqlite_file(tmp, "rss.db")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    child = json.loads(out.strip().splitlines()[-1])
+    return {
+        f"rss_mb_{count // 1000}k_orders": child["rss_mb"],
+        f"rss_mb_{count // 1000}k_orders_at_1k": child["rss_mb_at_1k"],
+    }
+
+
+def _rss_child(count: int, url: str) -> None:
+    from engine.store.sql import SqlStore
+
+    engine = Engine(SqlStore(url))
+    at_1k = 0.0
+    for start in range(1, count + 1, 1000):
+        with engine.store.batch():
+            for n in range(start, min(start + 1000, count + 1)):
+                order_id = engine.accept_order(OrderType.PROVIDE, provide_order(n))
+                engine.apply(order_id, *LIFECYCLE[0])
+        if start == 1:
+            at_1k = _peak_rss_mb()
+    print(json.dumps({"rss_mb": _peak_rss_mb(), "rss_mb_at_1k": at_1k}))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+BENCHES: dict[str, Callable[[int], dict[str, float]]] = {
+    "apply_memory": bench_apply_memory,
+    "durable": bench_durable,
+    "batch": bench_batch,
+    "rss": bench_rss,
+}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per figure (best kept)")
+    parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these")
+    parser.add_argument("--rss-child", nargs=2, metavar=("N", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        _rss_child(int(args.rss_child[0]), args.rss_child[1])
+        return 0
+    orders = 2_000 if args.quick else 10_000
+    repeat = args.repeat or (2 if args.quick else 3)
+    results: dict[str, Any] = {"quick": args.quick, "orders": orders, "repeat": repeat}
+    for name in args.only or list(BENCHES):
+        best: dict[str, float] = {}
+        for _ in range(1 if name == "rss" else repeat):
+            gc.collect()
+            for key, value in BENCHES[name](orders).items():
+                better = min if key.startswith("rss") else max
+                best[key] = better(best.get(key, value), value)
+        print(f"{name}: " + ", ".join(f"{k}={v:,.1f}" for k, v in best.items()), file=sys.stderr)
+        results.update({k: round(v, 1) for k, v in best.items()})
+    results["machine"] = machine()
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
