@@ -6,6 +6,7 @@ are written together, or, if anything refuses the event, nothing is written at a
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -13,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.codes import OrderStatus, OrderType
-from engine.documents import validate_order
+from engine.codes import REASON_STATUSES, OrderStatus, OrderType, ReasonCode
+from engine.documents import ENGINE_OWNED, validate_order
 from engine.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -132,6 +133,7 @@ class Engine:
         kind = _order_type(order_type)
         if kind is OrderType.UNSOLICITED_CEASE:
             raise InvalidOrder("an unsolicited cease is created with create_unsolicited_cease()")
+        _refuse_engine_owned(order, allow_status=True)
         document = validate_order(kind, _with_status(order, OrderStatus.SENT_TO_SUPPLIER))
         key = order_id or _default_order_id(document)
         record = OrderRecord(
@@ -144,8 +146,10 @@ class Engine:
             sync = _SYNC_EVENTS.get(str(answered_with))
             if sync is None:
                 raise InvalidEventData(
-                    f"answered_with: a synchronous 201 answer carries ACKNOWLEDGED or "
-                    f"IN_PROGRESS, not {answered_with}"
+                    f"order {key}: answered_with: a synchronous 201 answer carries ACKNOWLEDGED "
+                    f"or IN_PROGRESS, not {answered_with}",
+                    order_id=key,
+                    status=record.status,
                 )
             self._fire(record, sync, NO_DATA, now)
         data = EventData(event_id=event_id)
@@ -174,7 +178,13 @@ class Engine:
             OrderExists: an order with that id already exists.
             RefusedEvent: the CREATED KCI would break the contract.
         """
+        _refuse_engine_owned(order, allow_status=True)
         document = validate_order(OrderType.UNSOLICITED_CEASE, order)
+        if document["status"] not in REASON_STATUSES[ReasonCode.CREATED]:
+            raise InvalidOrder(
+                f"an unsolicited cease is created ACKNOWLEDGED or IN_PROGRESS, "
+                f"not {document['status']}"
+            )
         key = order_id or str(document["supplierOrderReference"])
         if event_id is not None and (prior := self.store.applied(key, event_id)) is not None:
             return prior
@@ -216,8 +226,17 @@ class Engine:
             InvalidEventData: the data is malformed.
             ConcurrencyConflict: another writer changed the order meanwhile.
         """
-        kind = parse_event(event)
-        parsed = parse_event_data(data)
+        try:
+            kind = parse_event(event)
+            parsed = parse_event_data(data)
+        except InvalidEventData as exc:
+            status = self.store.load(order_id).status
+            raise InvalidEventData(
+                f"order {order_id}: event {str(event)!r} in status {status} refused: {exc.message}",
+                order_id=order_id,
+                status=status,
+                event=str(event),
+            ) from None
         attempt = 0
         while True:
             if parsed.event_id is not None:
@@ -274,8 +293,11 @@ class Engine:
         return results
 
     def order(self, order_id: str) -> OrderRecord:
-        """A copy of the order's current record (status, latest document, sequence counter)."""
-        return self.store.load(order_id)
+        """A copy of the order's current record (status, latest document, sequence counter),
+        its document deep-copied: changing it changes nothing stored."""
+        record = self.store.load(order_id)
+        record.document = copy.deepcopy(record.document)
+        return record
 
     def kcis(self, order_id: str) -> list[Kci]:
         """Every KCI of the order, in sequence order."""
@@ -317,6 +339,22 @@ def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
         raise InvalidOrder(f"an order is a mapping or a pydantic model, not {type(order).__name__}")
     data["status"] = status.value
     return data
+
+
+def _refuse_engine_owned(order: OrderInput, *, allow_status: bool) -> None:
+    """Refuse request references on an incoming order: only the engine sets them."""
+    if isinstance(order, BaseModel):
+        given = set(order.model_dump(by_alias=True, exclude_none=True))
+    elif isinstance(order, Mapping):
+        given = {k for k, v in order.items() if v is not None}
+    else:
+        return  # _with_status / validate_order report the wrong type
+    owned = sorted(given & (ENGINE_OWNED - ({"status"} if allow_status else set())))
+    if owned:
+        raise InvalidOrder(
+            f"{', '.join(owned)}: set by the engine on the KCI that answers a request, "
+            "not given with the order"
+        )
 
 
 def _default_order_id(document: Mapping[str, Any]) -> str:

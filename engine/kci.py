@@ -29,6 +29,7 @@ from pydantic import (
     PlainSerializer,
     Tag,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -71,7 +72,11 @@ def format_datetime(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-WireDateTime = Annotated[AwareDatetime, PlainSerializer(format_datetime, return_type=str)]
+WireDateTime = Annotated[
+    AwareDatetime,
+    PlainSerializer(format_datetime, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 Text = Annotated[str, Field(min_length=1)]
 SupplierCode = Annotated[str, Field(min_length=1, max_length=50)]
 
@@ -303,7 +308,12 @@ for _type, _prop in ORDER_PROPERTY.items():
 
 def _which_order(value: Any) -> str | None:
     """The discriminator: which order property the body carries."""
-    keys = value.keys() if isinstance(value, dict) else vars(value).keys()
+    if isinstance(value, dict):
+        keys = value.keys()
+    elif isinstance(value, BaseModel):
+        keys = type(value).model_fields.keys()
+    else:
+        return None  # not an object: pydantic reports it as such
     for key in keys:
         tag = _ORDER_KEYS.get(key)
         if tag is not None:

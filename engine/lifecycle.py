@@ -42,7 +42,18 @@ _USED_BY: dict[str, frozenset[Event]] = {
 }
 _USED_BY["amendment_reference"] = _USED_BY["amendment_id"]
 _USED_BY["cancellation_reference"] = _USED_BY["cancellation_id"]
-_KCI_FIELDS = ("problem_code", "text", "supplier_codes", "issued_on")
+_KCI_FIELDS = (
+    "problem_code",
+    "text",
+    "supplier_codes",
+    "issued_on",
+    "order",
+    "service_characteristics",
+)
+#: A synchronous 201 answer may carry order details (the supplier order number, dates): the
+#: gateway passes them on itself.
+_SYNC_EVENTS = frozenset({Event.ACKNOWLEDGED_IN_201, Event.COMMITTED_IN_201})
+_SYNC_CHANGES = frozenset({"order", "service_characteristics"})
 _STATUS = {status.value: status for status in OrderStatus}
 
 
@@ -61,7 +72,8 @@ def run_step(step: Step, firing: Firing, dest: str) -> None:
             )
         except InvalidEventData as exc:
             raise InvalidEventData(
-                f"order {record.order_id}: event '{firing.event}' refused: {exc.message}",
+                f"order {record.order_id}: event '{firing.event}' in status {record.status} "
+                f"refused: {exc.message}",
                 order_id=record.order_id,
                 status=record.status,
                 event=firing.event.value,
@@ -90,17 +102,19 @@ def _check_data_use(step: Step, firing: Firing) -> None:
         events = _USED_BY.get(name)
         if events is not None and firing.event not in events:
             raise InvalidEventData(
-                f"order {firing.record.order_id}: {name} is not used by event '{firing.event}'",
+                f"order {firing.record.order_id}: {name} is not used by event '{firing.event}' "
+                f"(status {firing.record.status})",
                 order_id=firing.record.order_id,
                 status=firing.record.status,
                 event=firing.event.value,
             )
     if step.reason is None:
         for name in _KCI_FIELDS:
-            if name in given:
+            if name in given and not (name in _SYNC_CHANGES and firing.event in _SYNC_EVENTS):
                 raise InvalidEventData(
                     f"order {firing.record.order_id}: {name} given, but event "
-                    f"'{firing.event}' sends no KCI",
+                    f"'{firing.event}' sends no KCI (status {firing.record.status}): the tenant "
+                    "would never hear of it",
                     order_id=firing.record.order_id,
                     status=firing.record.status,
                     event=firing.event.value,

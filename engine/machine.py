@@ -317,6 +317,14 @@ def _check_structure(chart: Chart, edges: tuple[Edge, ...]) -> None:
     states."""
     name = chart.order_type.value
     states = set(chart.states)
+    for step in chart.steps:
+        for source in step.sources:
+            if step.dest in (RETURN, RETURN_RESOLVED) and not any(
+                e.step is step and e.source == source for e in edges
+            ):
+                raise ChartError(
+                    f"{name}: {step.event} returns from {source}, which no step enters as a wait"
+                )
     if chart.initial not in states:
         raise ChartError(f"{name}: initial state {chart.initial} is not one of its states")
     for edge in edges:
@@ -332,7 +340,7 @@ def _check_structure(chart: Chart, edges: tuple[Edge, ...]) -> None:
         backward[edge.dest].add(edge.source)
     reachable = _closure(chart.initial, forward)
     if unreachable := states - reachable:
-        raise ChartError(f"{name}: unreachable states {sorted(unreachable)}")
+        raise ChartError(f"{name}: unreachable states {sorted(map(str, unreachable))}")
     finals = states & FINAL_STATUSES
     if not finals:
         raise ChartError(f"{name}: no final state")
@@ -340,7 +348,9 @@ def _check_structure(chart: Chart, edges: tuple[Edge, ...]) -> None:
     for final in finals:
         can_finish |= _closure(final, backward)
     if traps := states - can_finish:
-        raise ChartError(f"{name}: states that can never reach a final state {sorted(traps)}")
+        raise ChartError(
+            f"{name}: states that can never reach a final state {sorted(map(str, traps))}"
+        )
 
 
 def _closure(start: str, graph: dict[str, set[str]]) -> set[str]:

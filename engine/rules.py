@@ -77,7 +77,7 @@ def _order_changed(firing: Firing) -> None:
 
 
 def _new_appointment(firing: Firing) -> None:
-    changes = firing.data.order or {}
+    changes = {k: v for k, v in (firing.data.order or {}).items() if v is not None}
     if not ({"appointmentTimeslot", "appointmentSupplierReference"} & changes.keys()):
         raise missing(
             firing,

@@ -35,7 +35,9 @@ def test_demo_jsonl_holds_valid_bodies_numbered_per_order(tmp_path: Path) -> Non
         parse_kci(body)
         prop = next(p for p in ORDER_PROPERTY.values() if p in body)
         order = body[prop]
-        per_order[f"{order.get('tenant')}:{order.get('id') or order['supplierOrderReference']}"].append(body)
+        per_order[
+            f"{order.get('tenant')}:{order.get('id') or order['supplierOrderReference']}"
+        ].append(body)
     assert len(per_order) == len(SAMPLES)
     for bodies in per_order.values():
         assert [b["sequenceNumber"] for b in bodies] == list(range(1, len(bodies) + 1))

@@ -28,7 +28,10 @@ class Store(Protocol):
         ...
 
     def load(self, order_id: str) -> OrderRecord:
-        """A private copy of the order's record; changing it changes nothing stored.
+        """A copy of the order's record: changing its fields changes nothing stored. Its
+        ``document`` may be shared with the store and with KCI bodies: the engine replaces
+        documents, never edits them in place, and so must every caller (or deep-copy it first,
+        as :meth:`Engine.order` does).
 
         Raises:
             OrderNotFound: no such order.
