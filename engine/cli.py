@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -13,10 +15,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.demo import play, timeline
 from engine.errors import EngineError
-from engine.facade import Engine
 from engine.kci import kci_json_schema
+from engine.sandbox.command import sandbox
 
 if TYPE_CHECKING:
     from engine.store.sql import SqlStore
@@ -30,6 +31,9 @@ def main() -> None:
     """kci-engine: order lifecycles that keep the customer informed (Fibre Cafe KCIs)."""
 
 
+main.add_command(sandbox)
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn the engine's errors into a one-line message and exit status 1."""
@@ -39,10 +43,15 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(exc.message) from None
 
 
-def _store(url: str) -> SqlStore:
+@contextmanager
+def _store(url: str) -> Iterator[SqlStore]:
     from engine.store.sql import SqlStore  # imported here: SQLAlchemy is slow to load
 
-    return SqlStore(url)
+    store = SqlStore(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @main.command()
@@ -53,44 +62,113 @@ def schema(indent: int) -> None:
 
 
 @main.command()
+@click.option("--db", "db_url", help=DB_HELP + " Default: a new SQLite file.")
 @click.option(
-    "--db", "db_url", envvar="KCI_ENGINE_DB", help=DB_HELP + " Default: a new SQLite file."
+    "--fault-rate",
+    type=click.FloatRange(0, 0.9),
+    default=0.0,
+    show_default=True,
+    help="Share of requests the sandbox gateway answers with a fault.",
 )
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of faults and backoff.")
 @click.option(
     "--jsonl",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write every KCI body, exactly as POSTed, one JSON object a line.",
+    help="Write the KCI bodies the gateway accepted, in arrival order, one JSON object a line.",
 )
-def demo(db_url: str | None, jsonl: Path | None) -> None:
-    """Replay the built-in sample lifecycles and print each order's KCI timeline."""
+def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -> None:
+    """The main job end to end: sample lifecycles into a SQLite outbox, delivered by the
+    dispatcher to the local sandbox gateway; prints each order's delivered timeline."""
+    from engine.demo import run_demo, timeline
+
     with _errors(), tempfile.TemporaryDirectory(prefix="kci-demo-") as tmp:
         url = db_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
-        store = _store(url)
-        try:
-            if next(store.order_ids(), None) is not None:
-                raise click.ClickException(
-                    f"the database at {store.engine.url.render_as_string(hide_password=True)} "
-                    "already holds orders; run the demo on a new database"
-                )
-            click.echo(f"database: {store.engine.url.render_as_string(hide_password=True)}")
-            played = list(play(Engine(store)))
-        finally:
-            store.close()
-    for one in played:
-        timeline(one, click.echo)
-    kcis = [kci for one in played for kci in one.kcis]
-    reasons = sorted({kci.reason_code.value for kci in kcis})
+        click.echo(f"database: {url}\nsandbox gateway: 127.0.0.1, fault rate {fault_rate:.0%}")
+        run = run_demo(url, fault_rate=fault_rate, seed=seed)
+    for one in run.played:
+        timeline(one, click.echo, run.delivered)
+    kcis = [kci for one in run.played for kci in one.kcis]
+    reasons = {kci.reason_code.value for kci in kcis}
+    delivered = sum(state == "DELIVERED" for state in run.delivered.values())
+    stats = run.gateway_stats
+    faults = ", ".join(f"{k} {v}" for k, v in stats["faults"].items() if v) or "none"
     click.echo(
-        f"\n{len(kcis)} KCIs for {len(played)} orders; {len(reasons)} of 18 reason codes sent."
+        f"\n{len(kcis)} KCIs for {len(run.played)} orders; {len(reasons)} of 18 reason codes.\n"
+        f"delivered {delivered}/{len(kcis)} in {run.attempts} attempts; gateway accepted "
+        f"{stats['accepted']}, redeliveries {stats['redelivered']}, faults injected: {faults}; "
+        f"sequence violations {stats['violations']}."
     )
     if jsonl is not None:
         try:
             with jsonl.open("w", encoding="utf-8") as out:
-                for kci in kcis:
-                    out.write(kci.json() + "\n")
+                for body in run.received:
+                    out.write(json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n")
         except OSError as exc:
             raise click.ClickException(f"cannot write {jsonl}: {exc.strerror}") from None
-        click.echo(f"KCI bodies written to {jsonl}")
+        click.echo(f"accepted KCI bodies written to {jsonl}")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML file of settings (environment variables KCI_* override it).",
+)
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("--concurrency", type=int, help="Orders delivered at once (KCI_CONCURRENCY).")
+@click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every delivery.")
+def dispatch(
+    config_file: Path | None,
+    db_url: str | None,
+    concurrency: int | None,
+    once: bool,
+    verbose: bool,
+) -> None:
+    """Deliver the outbox to the gateway: a long-lived worker (stop with SIGTERM or Ctrl-C;
+    requests in flight finish). Several workers may share one PostgreSQL database."""
+    from engine.delivery.client import GatewayClient
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.delivery.policy import RetryPolicy
+    from engine.delivery.settings import load_settings
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with _errors():
+        settings = load_settings(config_file, engine_db=db_url, concurrency=concurrency)
+        client = GatewayClient(
+            settings.gateway_url,
+            settings.client_id,
+            settings.client_secret,
+            scope=settings.scope,
+            token_auth=settings.token_auth,
+            timeout_s=settings.timeout_s,
+            verify_tls=settings.verify_tls,
+        )
+        policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_horizon_s)
+        with _store(settings.engine_db) as store:
+            dispatcher = Dispatcher(
+                store,
+                client,
+                policy=policy,
+                concurrency=settings.concurrency,
+                poll_s=settings.poll_s,
+            )
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: dispatcher.stop())
+            click.echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
+            try:
+                stats = dispatcher.run(idle_exit=once)
+            finally:
+                client.close()
+    click.echo(
+        f"delivered {stats.delivered}, retried {stats.retried}, dead-lettered {stats.dead}",
+        err=True,
+    )
 
 
 @main.command("timeline")
@@ -98,13 +176,9 @@ def demo(db_url: str | None, jsonl: Path | None) -> None:
 @click.option("--db", "db_url", envvar="KCI_ENGINE_DB", required=True, help=DB_HELP)
 def timeline_command(order_id: str, db_url: str) -> None:
     """What did we tell the customer: every event and KCI of one order."""
-    with _errors():
-        store = _store(db_url)
-        try:
-            events = store.events(order_id)
-            outbox = {entry.kci.kci_id: entry for entry in store.outbox(order_id)}
-        finally:
-            store.close()
+    with _errors(), _store(db_url) as store:
+        events = store.events(order_id)
+        outbox = {entry.kci.kci_id: entry for entry in store.outbox(order_id)}
     click.echo(f"order {order_id}")
     for entry in events:
         when = entry.applied_at.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -124,7 +198,7 @@ def timeline_command(order_id: str, db_url: str) -> None:
 
 @main.group()
 def outbox() -> None:
-    """Inspect the KCI outbox."""
+    """Inspect the KCI outbox and re-queue dead letters."""
 
 
 @outbox.command("status")
@@ -132,12 +206,8 @@ def outbox() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def outbox_status(db_url: str, as_json: bool) -> None:
     """Counts per delivery state and the age of the oldest undelivered KCI."""
-    with _errors():
-        store = _store(db_url)
-        try:
-            status = store.outbox_status()
-        finally:
-            store.close()
+    with _errors(), _store(db_url) as store:
+        status = store.outbox_status()
     if as_json:
         click.echo(json.dumps(status, sort_keys=True))
         return
@@ -145,6 +215,64 @@ def outbox_status(db_url: str, as_json: bool) -> None:
         click.echo(f"{state:<10} {count}")
     age = status["oldest_undelivered_age_s"]
     click.echo(f"oldest undelivered: {'none' if age is None else f'{age:.1f} s old'}")
+
+
+@outbox.command("dead-letters")
+@click.option("--db", "db_url", envvar="KCI_ENGINE_DB", required=True, help=DB_HELP)
+def outbox_dead_letters(db_url: str) -> None:
+    """Every KCI the gateway refused or that ran out of retries, one JSON object a line,
+    with the number of the order's KCIs waiting behind it."""
+    from engine.store.outbox import Outbox, summary
+
+    with _errors(), _store(db_url) as store:
+        letters = Outbox(store).dead_letters()
+    if letters:
+        click.echo(summary(letters))
+    else:
+        click.echo("no dead letters", err=True)
+
+
+@outbox.command("retry")
+@click.argument("order_id")
+@click.option("--db", "db_url", envvar="KCI_ENGINE_DB", required=True, help=DB_HELP)
+def outbox_retry(order_id: str, db_url: str) -> None:
+    """Re-queue ORDER_ID's dead KCIs (after fixing the cause); they go out first, in order."""
+    from engine.store.outbox import Outbox
+
+    with _errors(), _store(db_url) as store:
+        count = Outbox(store).requeue(order_id)
+    click.echo(f"re-queued {count} KCI(s) of order {order_id}")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1, naming each file, if any is out of date.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The directory holding statecharts/ and docs/.",
+)
+def statecharts(check: bool, root: Path) -> None:
+    """Write statecharts/*.mmd and *.svg and docs/reason-code-matrix.md from the machines."""
+    from engine.diagrams import check as check_files
+    from engine.diagrams import write
+
+    charts, docs = root / "statecharts", root / "docs"
+    if check:
+        problems = check_files(charts, docs, root=root)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            sys.exit(1)
+        click.echo("statecharts and reason-code matrix are up to date")
+        return
+    with _errors():
+        written = write(charts, docs)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo("statecharts and reason-code matrix are up to date")
 
 
 @main.group()

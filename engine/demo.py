@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.codes import OrderType
+from engine.errors import EngineError
 from engine.events import Event
 from engine.facade import Engine
 from engine.records import Kci
@@ -37,7 +38,6 @@ class Sample:
     conversation_id: str | None = field(default=None)
 
 
-_REF = {"supplierOrderReference": "SUP-{n}"}
 _NEW_SLOT = {
     "appointmentTimeslot": {
         "timeslotStartDateTime": "2026-12-03T08:00:00.000Z",
@@ -224,8 +224,10 @@ def play(engine: Engine, samples: tuple[Sample, ...] = SAMPLES) -> Iterator[Play
         yield Played(sample, order_id, produced)
 
 
-def timeline(played: Played, echo: Callable[[str], None]) -> None:
-    """Print one order's KCIs as a readable timeline."""
+def timeline(
+    played: Played, echo: Callable[[str], None], delivered: dict[str, str] | None = None
+) -> None:
+    """Print one order's KCIs as a readable timeline (with delivery states, if given)."""
     echo(f"\n{played.order_id}  ({played.sample.order_type.value}) {played.sample.title}")
     if played.sample.answered_with:
         echo(f"    answered 201 {played.sample.answered_with}: no KCI owed for it")
@@ -233,7 +235,75 @@ def timeline(played: Played, echo: Callable[[str], None]) -> None:
         problem = kci.body.get("problemCode")
         text = kci.body.get("text")
         detail = "  ".join(x for x in (problem and f"[{problem}]", text and f'"{text}"') if x)
+        state = f"{delivered.get(kci.kci_id, '?'):<10} " if delivered is not None else ""
         echo(
-            f"  #{kci.sequence_number:<2} {kci.body['issuedOn']}  {kci.reason_code.value:<22}"
-            f" -> {kci.status.value:<20} {detail}"
+            f"  #{kci.sequence_number:<2} {state}{kci.body['issuedOn']}  "
+            f"{kci.reason_code.value:<22} -> {kci.status.value:<20} {detail}"
         )
+
+
+@dataclass
+class DemoRun:
+    """The outcome of an end-to-end demo: what was produced, delivered and received."""
+
+    played: list[Played]
+    delivered: dict[str, str]  # kci id -> delivery state
+    attempts: int
+    gateway_stats: dict[str, Any]
+    received: list[dict[str, Any]]  # bodies the gateway accepted, in arrival order
+
+
+def run_demo(
+    store_url: str, *, fault_rate: float = 0.0, seed: int = 7, timeout_s: float = 1.0
+) -> DemoRun:
+    """The main job end to end: play the samples into a durable store, start the sandbox
+    gateway on loopback, and dispatch the outbox to it until every KCI is delivered.
+
+    Raises:
+        EngineError: the store or the gateway could not be used.
+    """
+    import json
+    import random
+    import tempfile
+    from pathlib import Path
+
+    from engine.delivery.client import GatewayClient
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.delivery.policy import RetryPolicy
+    from engine.sandbox import SandboxConfig, running_sandbox
+    from engine.store.sql import SqlStore
+
+    store = SqlStore(store_url)
+    try:
+        if next(store.order_ids(), None) is not None:
+            raise EngineError(
+                f"the database at {store.engine.url.render_as_string(hide_password=True)} "
+                "already holds orders; run the demo on a new database"
+            )
+        played = list(play(Engine(store)))
+        with tempfile.TemporaryDirectory(prefix="kci-demo-") as tmp:
+            record = Path(tmp) / "received.jsonl"
+            config = SandboxConfig(
+                fault_rate=fault_rate, seed=seed, slow_seconds=timeout_s * 1.5, record=record
+            )
+            with running_sandbox(config) as gateway:
+                client = GatewayClient(
+                    gateway.base_url, config.client_id, config.client_secret, timeout_s=timeout_s
+                )
+                policy = RetryPolicy(base_s=0.05, cap_s=1.0, horizon_s=600, rng=random.Random(seed))
+                try:
+                    stats = Dispatcher(
+                        store, client, policy=policy, concurrency=4, poll_s=0.02
+                    ).run(idle_exit=True)
+                finally:
+                    client.close()
+                gateway_stats = gateway.state.stats()
+            received = [json.loads(line) for line in record.read_text().splitlines()]
+        delivered = {
+            entry.kci.kci_id: entry.delivery_state
+            for one in played
+            for entry in store.outbox(one.order_id)
+        }
+    finally:
+        store.close()
+    return DemoRun(played, delivered, stats.attempts, gateway_stats, received)

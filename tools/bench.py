@@ -11,6 +11,7 @@ Results and the machine they came from are recorded in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
 
 from engine import Engine, Event, EventData, OrderType
 from engine.facade import new_kci_id
@@ -299,10 +302,143 @@ def _rss_child(count: int, url: str) -> None:
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process. Linux's ``ru_maxrss`` survives fork and exec (a child reports
+    its parent's peak), so read the address space's own high-water mark where there is one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bench_delivery(orders: int) -> dict[str, float]:
+    """Outbox (SQLite file) to the sandbox gateway (its own process, loopback, keep-alive),
+    against a bare httpx POST loop of the same bodies to the same sandbox; then the latency
+    from commit to 204 while events arrive at a steady 200 per second."""
+    from engine.delivery.client import GatewayClient
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.delivery.policy import RetryPolicy
+    from engine.store.sql import SqlStore
+
+    count = max(orders // 8, 100)
+    with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp, _sandbox_process() as base:
+        store = SqlStore(_sqlite_file(tmp, "delivery.db"))
+        engine = Engine(store)
+        ids = _durable_orders(engine, count)
+        items = [(order_id, event, data) for event, data in LIFECYCLE for order_id in ids]
+        for start in range(0, len(items), 2000):
+            engine.apply_batch(items[start : start + 2000])
+        bodies = [k.json() for order_id in ids for k in store.kcis(order_id)]
+        client = GatewayClient(base, "sandbox-client", "sandbox-secret", timeout_s=10)
+        dispatcher = Dispatcher(store, client, policy=RetryPolicy(0.05, 1.0), poll_s=0.01)
+        started = time.perf_counter()
+        delivered = dispatcher.run(idle_exit=True).delivered
+        ours = delivered / (time.perf_counter() - started)
+        httpx.post(base.replace("/v1", "/_sandbox/reset"), timeout=10)
+        bare = _bare_httpx(base, bodies)
+        p99 = _steady_latency(engine, client, store, seconds=5 if orders < 10_000 else 15)
+        client.close()
+        store.close()
+    return {
+        "delivery_kcis_per_s": ours,
+        "bare_httpx_kcis_per_s": bare,
+        "delivery_vs_bare_httpx": ours / bare,
+        "delivery_p99_ms": p99,
+    }
+
+
+def _bare_httpx(base: str, bodies: list[str]) -> float:
+    with httpx.Client(base_url=base + "/", timeout=10) as http:
+        token = http.post(
+            "auth/supplier/access-token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "sandbox-client",
+                "client_secret": "sandbox-secret",
+            },
+        ).json()["access_token"]
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "X-Conversation-ID": "bench",
+        }
+        started = time.perf_counter()
+        for body in bodies:
+            response = http.post("kcis", content=body, headers={**headers, "X-Request-ID": "r"})
+            assert response.status_code == 204, response.text
+        return len(bodies) / (time.perf_counter() - started)
+
+
+def _steady_latency(engine: Engine, client: Any, store: Any, seconds: float) -> float:
+    """Apply events at 200/s while a dispatcher runs; p99 of commit-to-204, in ms."""
+    import statistics
+    import threading
+
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.delivery.policy import RetryPolicy
+
+    ids: list[str] = []
+    start_n = 10_000_000
+    dispatcher = Dispatcher(store, client, policy=RetryPolicy(0.05, 1.0), poll_s=0.005)
+    worker = threading.Thread(target=dispatcher.run)
+    worker.start()
+    interval = 1 / 200
+    next_at = time.perf_counter()
+    applied = 0
+    n = start_n
+    order_id = ""
+    step = len(LIFECYCLE)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if step == len(LIFECYCLE):
+            n += 1
+            order_id = engine.accept_order(OrderType.PROVIDE, provide_order(n))
+            ids.append(order_id)
+            step = 0
+        event, data = LIFECYCLE[step]
+        engine.apply(order_id, event, data)
+        step += 1
+        applied += 1
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    time.sleep(1.0)
+    dispatcher.stop()
+    worker.join()
+    latencies = sorted(dispatcher.stats.latencies_ms)
+    return statistics.quantiles(latencies, n=100)[98] if len(latencies) > 100 else float("nan")
+
+
+@contextlib.contextmanager
+def _sandbox_process() -> Iterator[str]:
+    """The sandbox gateway in a process of its own on a free loopback port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "sandbox", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 BENCHES: dict[str, Callable[[int], dict[str, float]]] = {
+    "delivery": bench_delivery,
     "apply_memory": bench_apply_memory,
     "durable": bench_durable,
     "batch": bench_batch,

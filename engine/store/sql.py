@@ -138,8 +138,16 @@ class _Compiled:
         self.columns: tuple[str, ...] = tuple(
             c.name for c in getattr(statement, "selected_columns", ())
         )
+        # Literals written into the statement (e.g. a delivery state) are bound parameters too.
+        self.literals = {
+            name: compiled.params[name]
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
+        }
 
     def params(self, values: dict[str, Any]) -> Any:
+        if self.literals:
+            values = {**self.literals, **values}
         return values if self.names is None else tuple(values[name] for name in self.names)
 
 
@@ -315,7 +323,10 @@ class SqlStore:
             raise
 
     @contextmanager
-    def _write(self) -> Iterator[_Runner]:
+    def _write(self, *, durable: bool = True) -> Iterator[_Runner]:
+        """One write transaction. ``durable=False`` (SQLite only) commits without waiting for
+        the disk: for delivery bookkeeping, whose loss in a power cut only means a KCI is sent
+        again, identically."""
         if self._session is not None:
             yield _SessionRunner(self, self._session.connection())
             return
@@ -326,7 +337,10 @@ class SqlStore:
         dbapi = self._dbapi()
         runner = _DirectRunner(self, dbapi)
         cursor = dbapi.cursor()
+        relaxed = not durable and self.dialect == "sqlite"
         try:
+            if relaxed:
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
             try:
                 yield runner
@@ -338,7 +352,25 @@ class SqlStore:
             self._discard()
             raise
         finally:
+            if relaxed:
+                with suppress(Exception):
+                    cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
+
+    def release_connection(self) -> None:
+        """Give this thread's connection back to the pool (call it before a worker thread
+        ends, or it keeps the connection until :meth:`close`)."""
+        dbapi = getattr(self._local, "dbapi", None)
+        if dbapi is None:
+            return
+        self._local.dbapi = None
+        with self._lock:
+            if dbapi in self._connections:
+                self._connections.remove(dbapi)
+        if self.dialect == "postgresql":
+            driver: Any = dbapi.driver_connection
+            driver.autocommit = False  # as SQLAlchemy expects of a pooled connection
+        dbapi.close()
 
     # --- the Store interface -------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class OutboxRow(KciTable, table=True):
     __table_args__ = (
         UniqueConstraint("order_id", "sequence_number", name="uq_kci_outbox_order_sequence"),
         Index("ix_kci_outbox_due", "delivery_state", "next_attempt_at_ms"),
+        Index("ix_kci_outbox_order_state", "order_id", "delivery_state", "sequence_number"),
     )
 
     kci_id: str = Field(primary_key=True, max_length=36)
@@ -93,10 +94,23 @@ class EventRow(KciTable, table=True):
     applied_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class DeliveryLeaseRow(KciTable, table=True):
+    """Which dispatcher delivers an order's KCIs, until when. A lease that ran out may be taken
+    over, so a dispatcher that died holds nothing for long; only the holder sends an order's
+    KCIs, which keeps them in sequence across several dispatcher processes."""
+
+    __tablename__ = "kci_delivery_lease"
+
+    order_id: str = Field(foreign_key="kci_order.order_id", primary_key=True, max_length=200)
+    owner: str | None = Field(default=None, max_length=200)
+    until_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 METADATA = KciTable.metadata
 ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+LEASES = DeliveryLeaseRow.__table__  # type: ignore[attr-defined]
 
 
 class DeliveryState:
