@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in BENCHES[name](orders).items():
                 better = min if key.startswith("rss") else max
                 best[key] = better(best.get(key, value), value)
-        print(f"{name}: " + ", ".join(f"{k}={v:,.1f}" for k, v in best.items()), file=sys.stderr)
-        results.update({k: round(v, 1) for k, v in best.items()})
+        print(f"{name}: " + ", ".join(f"{k}={v:,.3f}" for k, v in best.items()), file=sys.stderr)
+        results.update({k: round(v, 3 if "_vs_" in k else 1) for k, v in best.items()})
     results["machine"] = machine()
     print(json.dumps(results, sort_keys=True))
     return 0
