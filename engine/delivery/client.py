@@ -8,7 +8,6 @@ is put in a log line, an error or a repr.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -24,6 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from engine.errors import ConfigurationError, EngineError
+from engine.net import is_loopback
 
 log = logging.getLogger("engine.delivery")
 
@@ -68,20 +68,11 @@ def check_base_url(url: str) -> httpx.URL:
         raise ConfigurationError(f"gateway URL {url!r} is malformed: {exc}") from None
     if parsed.scheme == "https" and parsed.host:
         return parsed
-    if parsed.scheme == "http" and _is_loopback(parsed.host):
+    if parsed.scheme == "http" and is_loopback(parsed.host):
         return parsed
     raise ConfigurationError(
         f"gateway URL {url!r} refused: use https (plain http only to a loopback address)"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class TokenCache:

@@ -10,17 +10,14 @@ from engine.codes import OrderStatus as S
 from engine.codes import ReasonCode as R
 from engine.events import Event as E
 from engine.machine import RETURN, RETURN_RESOLVED, Firing, Step, When
+from engine.orders._shared import COMPLETE, cancellation_steps, progress_steps
 from engine.rules import (
     ANSWERS_AMENDMENT,
-    ANSWERS_CANCELLATION,
     BEFORE_FIRST_KCI,
     COMMITTED_DATES,
     NAMES_NEW_AMENDMENT,
-    NAMES_NEW_CANCELLATION,
     NEW_APPOINTMENT,
-    ORDER_CHANGED,
     SUPPLIER_REFERENCE,
-    TEXT_GIVEN,
 )
 
 STATES: tuple[str, ...] = (
@@ -48,6 +45,9 @@ def _more_amendments(firing: Firing) -> bool:
 MORE_AMENDMENTS = When("other amendments in flight", _more_amendments)
 
 COMMON: tuple[Step, ...] = (
+    *progress_steps(ACTIVE, NON_FINAL),
+    *cancellation_steps(CANCELLABLE),
+    COMPLETE,
     Step(
         E.ACKNOWLEDGE, (S.SENT_TO_SUPPLIER,), S.ACKNOWLEDGED, R.ACKNOWLEDGED, (SUPPLIER_REFERENCE,)
     ),
@@ -67,14 +67,9 @@ COMMON: tuple[Step, ...] = (
     ),
     Step(E.REJECT, (S.SENT_TO_SUPPLIER,), S.REJECTED, R.ORDER_REJECTED),
     Step(E.COMMIT, (S.ACKNOWLEDGED,), S.IN_PROGRESS, R.COMMITTED, (COMMITTED_DATES,)),
-    Step(E.DELAY, ACTIVE, S.HELD, R.DELAY),
-    Step(E.RESUME, (S.HELD,), RETURN, R.RESUMED),
     Step(E.REQUEST_INFORMATION, (*ACTIVE, S.HELD), S.PENDING, R.INFORMATION_REQUIRED),
     Step(E.REQUEST_RESUBMISSION, ACTIVE, S.PENDING, R.RESUBMIT),
     Step(E.REQUEST_RESUBMISSION, (S.PENDING,), None, R.RESUBMIT),
-    Step(E.UPDATE, NON_FINAL, None, R.UPDATE, (ORDER_CHANGED,)),
-    Step(E.ADD_INFORMATION, NON_FINAL, None, R.ADDITIONAL, (ORDER_CHANGED,)),
-    Step(E.WARN, NON_FINAL, None, R.WARNING),
     Step(E.AMENDMENT_RECEIVED, AMENDABLE, S.PENDING_AMENDMENT, None, (NAMES_NEW_AMENDMENT,)),
     Step(E.AMENDMENT_RECEIVED, (S.PENDING_AMENDMENT,), None, None, (NAMES_NEW_AMENDMENT,)),
     Step(
@@ -103,29 +98,6 @@ COMMON: tuple[Step, ...] = (
         R.AMENDMENT_REJECTED,
         (ANSWERS_AMENDMENT,),
     ),
-    Step(
-        E.CANCELLATION_RECEIVED,
-        CANCELLABLE,
-        S.PENDING_CANCELLATION,
-        None,
-        (NAMES_NEW_CANCELLATION,),
-    ),
-    Step(
-        E.ACCEPT_CANCELLATION,
-        (S.PENDING_CANCELLATION,),
-        S.CANCELLED,
-        R.CANCELLED,
-        (ANSWERS_CANCELLATION,),
-    ),
-    Step(
-        E.REJECT_CANCELLATION,
-        (S.PENDING_CANCELLATION,),
-        RETURN,
-        R.CANCELLATION_REJECTED,
-        (ANSWERS_CANCELLATION,),
-    ),
-    Step(E.CANCEL, CANCELLABLE, S.CANCELLED, R.CANCELLED, (TEXT_GIVEN,)),
-    Step(E.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED, R.COMPLETED),
 )
 
 APPOINTMENTS: tuple[Step, ...] = (

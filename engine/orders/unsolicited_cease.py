@@ -11,13 +11,10 @@ from engine.codes import OrderStatus as S
 from engine.codes import OrderType
 from engine.codes import ReasonCode as R
 from engine.events import Event as E
-from engine.machine import NEW, RETURN, Chart, Firing, Step, When
+from engine.machine import NEW, Chart, Firing, Step, When
+from engine.orders._shared import COMPLETE, cancellation_steps, progress_steps
 from engine.rules import (
-    ANSWERS_CANCELLATION,
     COMMITTED_DATES,
-    NAMES_NEW_CANCELLATION,
-    ORDER_CHANGED,
-    TEXT_GIVEN,
 )
 
 STATES: tuple[str, ...] = (
@@ -51,33 +48,8 @@ CHART = Chart(
             E.CREATE, (NEW,), S.IN_PROGRESS, R.CREATED, (COMMITTED_DATES,), _asks_for(S.IN_PROGRESS)
         ),
         Step(E.COMMIT, (S.ACKNOWLEDGED,), S.IN_PROGRESS, R.COMMITTED, (COMMITTED_DATES,)),
-        Step(E.DELAY, ACTIVE, S.HELD, R.DELAY),
-        Step(E.RESUME, (S.HELD,), RETURN, R.RESUMED),
-        Step(E.UPDATE, NON_FINAL, None, R.UPDATE, (ORDER_CHANGED,)),
-        Step(E.ADD_INFORMATION, NON_FINAL, None, R.ADDITIONAL, (ORDER_CHANGED,)),
-        Step(E.WARN, NON_FINAL, None, R.WARNING),
-        Step(
-            E.CANCELLATION_RECEIVED,
-            CANCELLABLE,
-            S.PENDING_CANCELLATION,
-            None,
-            (NAMES_NEW_CANCELLATION,),
-        ),
-        Step(
-            E.ACCEPT_CANCELLATION,
-            (S.PENDING_CANCELLATION,),
-            S.CANCELLED,
-            R.CANCELLED,
-            (ANSWERS_CANCELLATION,),
-        ),
-        Step(
-            E.REJECT_CANCELLATION,
-            (S.PENDING_CANCELLATION,),
-            RETURN,
-            R.CANCELLATION_REJECTED,
-            (ANSWERS_CANCELLATION,),
-        ),
-        Step(E.CANCEL, CANCELLABLE, S.CANCELLED, R.CANCELLED, (TEXT_GIVEN,)),
-        Step(E.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED, R.COMPLETED),
+        *progress_steps(ACTIVE, NON_FINAL),
+        *cancellation_steps(CANCELLABLE),
+        COMPLETE,
     ),
 )

@@ -111,7 +111,8 @@ def sandbox(
     allow_remote: bool,
 ) -> None:
     """Run a local stand-in for the Fibre Cafe Supplier Updates API until Ctrl+C."""
-    from engine.sandbox.server import SandboxConfig, is_loopback, serve
+    from engine.net import is_loopback
+    from engine.sandbox.server import SandboxConfig, serve
 
     def ready(base_url: str) -> None:
         where = f"; recording to {record}" if record else ""

@@ -9,7 +9,6 @@ uvicorn uses ``httptools`` when it is installed (several times faster than ``h11
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ from starlette.types import Scope
 from uvicorn.config import LOGGING_CONFIG
 
 from engine.errors import ConfigurationError, EngineError
+from engine.net import is_loopback
 from engine.sandbox.app import create_app
 from engine.sandbox.faults import ALL_FAULTS, FaultPlan, parse_kinds
 from engine.sandbox.state import SandboxState
@@ -32,16 +32,6 @@ DEFAULT_CLIENT_ID = "sandbox-client"
 DEFAULT_CLIENT_SECRET = "sandbox-secret"  # a well-known default: the sandbox guards nothing
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
