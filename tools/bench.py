@@ -257,7 +257,7 @@ def bench_batch(orders: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
         store = SqlStore(_sqlite_file(tmp, "batch.db"))
         engine = Engine(store)
-        ids = _durable_orders(engine, orders)
+        ids = _durable_orders(engine, orders // 2)
         items = [(order_id, event, data) for event, data in LIFECYCLE for order_id in ids]
         started = time.perf_counter()
         events = 0
@@ -271,7 +271,7 @@ def bench_batch(orders: int) -> dict[str, float]:
 def bench_rss(orders: int) -> dict[str, float]:
     """Peak RSS of a fresh process that accepts ``N`` orders on SQLite and applies an event to
     each (in batches): memory must not grow with the number of stored orders."""
-    count = 100_000 if orders >= 10_000 else 10_000
+    count = 100_000 if orders >= 10_000 else 5_000
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
         out = subprocess.run(
             [sys.executable, __file__, "--rss-child", str(count), _sqlite_file(tmp, "rss.db")],
@@ -338,7 +338,7 @@ def bench_delivery(orders: int) -> dict[str, float]:
         ours = delivered / (time.perf_counter() - started)
         httpx.post(base.replace("/v1", "/_sandbox/reset"), timeout=10)
         bare = _bare_httpx(base, bodies)
-        p99 = _steady_latency(engine, client, store, seconds=5 if orders < 10_000 else 15)
+        p99 = _steady_latency(engine, client, store, seconds=3 if orders < 10_000 else 15)
         client.close()
         store.close()
     return {
@@ -468,16 +468,19 @@ def main(argv: list[str] | None = None) -> int:
         _rss_child(int(args.rss_child[0]), args.rss_child[1])
         return 0
     orders = 2_000 if args.quick else 10_000
-    repeat = args.repeat or (2 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 3)
     results: dict[str, Any] = {"quick": args.quick, "orders": orders, "repeat": repeat}
     for name in args.only or list(BENCHES):
         best: dict[str, float] = {}
+        began = time.perf_counter()
         for _ in range(1 if name == "rss" else repeat):
             gc.collect()
             for key, value in BENCHES[name](orders).items():
                 better = min if key.startswith("rss") else max
                 best[key] = better(best.get(key, value), value)
-        print(f"{name}: " + ", ".join(f"{k}={v:,.3f}" for k, v in best.items()), file=sys.stderr)
+        took = time.perf_counter() - began
+        figures = ", ".join(f"{k}={v:,.3f}" for k, v in best.items())
+        print(f"{name} ({took:.1f} s): {figures}", file=sys.stderr)
         results.update({k: round(v, 3 if "_vs_" in k else 1) for k, v in best.items()})
     results["machine"] = machine()
     print(json.dumps(results, sort_keys=True))
