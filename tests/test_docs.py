@@ -18,7 +18,8 @@ def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"doc:{path.name}"}
     for number, block in enumerate(blocks, 1):
-        code = compile(block, f"{path.relative_to(ROOT)} block {number}", "exec")
+        # dont_inherit: this test module's `from __future__` must not change the examples.
+        code = compile(block, f"{path.relative_to(ROOT)} block {number}", "exec", dont_inherit=True)
         exec(code, namespace)
 
 

@@ -166,7 +166,8 @@ class GatewayClient:
 
     Args:
         base_url: e.g. ``https://cvt.fibregateway.com/v1``; plain http only to loopback.
-        client_id, client_secret: the supplier's OAuth2 client credentials.
+        client_id: the supplier's OAuth2 client id.
+        client_secret: its client secret (kept as a ``SecretStr``).
         scope: OAuth2 scope, if the gateway wants one.
         token_auth: send the credentials in the form body or as HTTP Basic.
         timeout_s: per-request timeout.
