@@ -18,6 +18,7 @@ import click
 from engine.errors import EngineError
 from engine.kci import kci_json_schema
 from engine.sandbox.command import sandbox
+from engine.scenarios.command import record_command, replay_command
 
 if TYPE_CHECKING:
     from engine.store.sql import SqlStore
@@ -32,6 +33,8 @@ def main() -> None:
 
 
 main.add_command(sandbox)
+main.add_command(replay_command)
+main.add_command(record_command)
 
 
 @contextmanager
