@@ -139,7 +139,7 @@ class Engine:
         record = OrderRecord(
             key, kind, OrderStatus.SENT_TO_SUPPLIER, document, conversation_id=conversation_id
         )
-        if event_id is not None and self.store.applied(key, event_id) is not None:
+        if event_id is not None and self._replayed(key, event_id, RECEIVED) is not None:
             return key
         now = self._clock()
         if answered_with is not None:
@@ -186,8 +186,10 @@ class Engine:
                 f"not {document['status']}"
             )
         key = order_id or str(document["supplierOrderReference"])
-        if event_id is not None and (prior := self.store.applied(key, event_id)) is not None:
-            return prior
+        if event_id is not None:
+            prior = self._replayed(key, event_id, Event.CREATE.value)
+            if prior is not None:
+                return prior
         record = OrderRecord(
             key, OrderType.UNSOLICITED_CEASE, NEW, document, conversation_id=conversation_id
         )
@@ -240,7 +242,7 @@ class Engine:
         attempt = 0
         while True:
             if parsed.event_id is not None:
-                prior = self.store.applied(order_id, parsed.event_id)
+                prior = self._replayed(order_id, parsed.event_id, kind.value)
                 if prior is not None:
                     return prior
             record = self.store.load(order_id)
@@ -311,6 +313,26 @@ class Engine:
     def events(self, order_id: str) -> list[EventEntry]:
         """The order's event log: every event applied to it, oldest first."""
         return self.store.events(order_id)
+
+    def _replayed(self, order_id: str, event_id: str, event: str) -> list[Kci] | None:
+        """The KCIs of an event already applied with ``event_id``, or ``None``.
+
+        Raises:
+            InvalidEventData: the id was used for a different event (a caller's bug: answering
+                with the first event's KCIs would silently drop this one).
+        """
+        prior = self.store.applied(order_id, event_id)
+        if prior is None:
+            return None
+        used = next((e.event for e in self.store.events(order_id) if e.event_id == event_id), event)
+        if used != event:
+            raise InvalidEventData(
+                f"order {order_id}: event id {event_id!r} was already used for event '{used}', "
+                f"not '{event}'; give each event its own id",
+                order_id=order_id,
+                event=event,
+            )
+        return prior
 
     def _fire(self, record: OrderRecord, event: Event, data: EventData, now: datetime) -> list[Kci]:
         firing = Firing(record, event, data, now, self._new_id)

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from engine import Engine, Event
-from engine.errors import ConcurrencyConflict, OrderExists, OrderNotFound, RefusedEvent
+from engine.errors import (
+    ConcurrencyConflict,
+    InvalidEventData,
+    OrderExists,
+    OrderNotFound,
+    RefusedEvent,
+)
 from engine.store import MemoryStore, Store
 from engine.store.sql import SqlStore
 from engine.testing import (
@@ -187,3 +193,14 @@ def test_batch_is_all_or_nothing(store: Store) -> None:
     assert len(store.events(order_id)) == 5
     results = engine.apply_batch([(order_id, Event.WARN, warn)])
     assert results[0][0].sequence_number == 5
+
+
+def test_an_event_id_reused_for_another_event_is_refused(store: Store) -> None:
+    """Answering a different event with the first one's KCIs would drop it silently."""
+    engine = _engine(store)
+    order_id = _committed(engine)
+    engine.apply(order_id, Event.WARN, {"problem_code": "NETWORK_ISSUE", "event_id": "e-1"})
+    with pytest.raises(InvalidEventData, match="already used for event 'warn', not 'delay'"):
+        engine.apply(order_id, Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE", "event_id": "e-1"})
+    assert store.load(order_id).status == "IN_PROGRESS"
+    assert len(store.kcis(order_id)) == 3
