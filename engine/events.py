@@ -70,7 +70,9 @@ class EventData(BaseModel):
         frozen=True,
     )
 
-    event_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")] | None = (
+        None
+    )
     problem_code: ProblemCode | None = None
     text: Annotated[str, Field(min_length=1)] | None = None
     supplier_codes: (
@@ -146,7 +148,7 @@ def parse_event(event: Event | str) -> Event:
     Raises:
         InvalidEventData: no such event.
     """
-    found = _EVENTS.get(event)
+    found = _EVENTS.get(event) if isinstance(event, str) else None
     if found is None:
         known = ", ".join(e.value for e in Event)
         raise InvalidEventData(f"unknown event {event!r}; known events: {known}")

@@ -22,6 +22,7 @@ from engine.errors import (
     EngineError,
     InvalidEventData,
     InvalidOrder,
+    OrderNotFound,
 )
 from engine.events import (
     NO_DATA,
@@ -135,7 +136,9 @@ class Engine:
             raise InvalidOrder("an unsolicited cease is created with create_unsolicited_cease()")
         _refuse_engine_owned(order, allow_status=True)
         document = validate_order(kind, _with_status(order, OrderStatus.SENT_TO_SUPPLIER))
-        key = order_id or _default_order_id(document)
+        key = check_identifier("order id", order_id or _default_order_id(document))
+        if conversation_id is not None:
+            check_identifier("conversation id", conversation_id)
         record = OrderRecord(
             key, kind, OrderStatus.SENT_TO_SUPPLIER, document, conversation_id=conversation_id
         )
@@ -185,7 +188,9 @@ class Engine:
                 f"an unsolicited cease is created ACKNOWLEDGED or IN_PROGRESS, "
                 f"not {document['status']}"
             )
-        key = order_id or str(document["supplierOrderReference"])
+        key = check_identifier("order id", order_id or str(document["supplierOrderReference"]))
+        if conversation_id is not None:
+            check_identifier("conversation id", conversation_id)
         if event_id is not None:
             prior = self._replayed(key, event_id, Event.CREATE.value)
             if prior is not None:
@@ -228,6 +233,8 @@ class Engine:
             InvalidEventData: the data is malformed.
             ConcurrencyConflict: another writer changed the order meanwhile.
         """
+        if not isinstance(order_id, str) or "\x00" in order_id or len(order_id) > 200:
+            raise OrderNotFound(repr(order_id)[:60])
         try:
             kind = parse_event(event)
             parsed = parse_event_data(data)
@@ -361,6 +368,18 @@ def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
         raise InvalidOrder(f"an order is a mapping or a pydantic model, not {type(order).__name__}")
     data["status"] = status.value
     return data
+
+
+def check_identifier(kind: str, value: str) -> str:
+    """An order id or conversation id the stores can keep: 1 to 200 characters, no NUL.
+
+    Raises:
+        InvalidOrder: naming ``kind`` and what is wrong.
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or "\x00" in value:
+        shown = repr(value)[:60]
+        raise InvalidOrder(f"{kind} {shown}: must be 1 to 200 characters, without NUL")
+    return value
 
 
 def _refuse_engine_owned(order: OrderInput, *, allow_status: bool) -> None:

@@ -140,10 +140,11 @@ class TokenCache:
         response = self._http.post(self._url, data=form, auth=auth)
         if response.status_code == 200:
             try:
-                data = response.json()
+                data = json.loads(response.text)
                 token = str(data["access_token"])
-                lifetime = float(data.get("expires_in", 3600))
-            except (ValueError, KeyError, TypeError):
+                token.encode("ascii")  # it goes into a header
+                lifetime = min(float(data.get("expires_in", 3600)), 86_400.0)
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                 raise httpx.DecodingError("token endpoint answered 200 without a token") from None
             self._token = token
             self._expires_at = self._clock() + lifetime
@@ -292,7 +293,7 @@ def _retry_after(value: str | None) -> float | None:
 def _json_field(text: str, name: str) -> str | None:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
@@ -302,7 +303,7 @@ def _error_text(status: int, text: str) -> str:
     """The gateway's ``{uuid, code, messages}`` as one line, or what was there instead."""
     try:
         data: Any = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if (
         isinstance(data, dict)
@@ -310,7 +311,8 @@ def _error_text(status: int, text: str) -> str:
         and isinstance(data.get("messages"), list)
     ):
         messages = "; ".join(str(m) for m in data["messages"])[:2000]
-        return f"HTTP {status} {data['code']} (uuid {data.get('uuid')}): {messages}"
+        code, uuid_ = data["code"][:100], str(data.get("uuid"))[:100]
+        return f"HTTP {status} {code} (uuid {uuid_}): {messages}"
     if not text:
         return f"HTTP {status} with no body"
     snippet = " ".join(text[:200].split())

@@ -77,6 +77,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Delivery
             from_file = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigurationError(f"cannot read {config_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{config_file} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_file} is not valid TOML: {exc}") from None
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -167,8 +167,8 @@ def create_app(state: SandboxState, *, dropper: Dropper = _cannot_drop) -> ASGIA
             return rejected(400, "MALFORMED_REQUEST", "the X-Request-ID header is required")
         try:
             data = json.loads(raw)
-        except ValueError:
-            return rejected(400, "MALFORMED_REQUEST", "the body is not JSON")
+        except (ValueError, RecursionError):
+            return rejected(400, "MALFORMED_REQUEST", "the body is not JSON (or nests too deeply)")
         if not isinstance(data, dict):
             return rejected(400, "MALFORMED_REQUEST", "the body is not a JSON object")
         try:
@@ -215,7 +215,7 @@ def create_app(state: SandboxState, *, dropper: Dropper = _cannot_drop) -> ASGIA
         if request.method == "POST":
             try:
                 data = json.loads(await request.body())
-            except ValueError:
+            except (ValueError, RecursionError):
                 return error(400, "MALFORMED_REQUEST", "the body is not JSON")
             if not isinstance(data, dict):
                 return error(400, "MALFORMED_REQUEST", "the body is not a JSON object")

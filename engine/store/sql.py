@@ -58,14 +58,18 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigurationError(f"database URL {url!r} is malformed: {exc}") from None
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": 30})
-        _configure_sqlite(engine)
-        return engine
-    if backend == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        if backend == "sqlite":
+            engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": 30})
+            _configure_sqlite(engine)
+            return engine
+        if backend == "postgresql":
+            # psycopg 3 is the driver the engine ships with, whatever the URL names.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ConfigurationError(f"database URL {shown!r} cannot be used: {exc}") from None
     raise ConfigurationError(
         f"database URL {parsed.render_as_string(hide_password=True)!r}: only sqlite:/// and "
         "postgresql+psycopg:// are supported"
