@@ -3,10 +3,10 @@ request bodies get a typed error with a clear message (or the gateway's error sh
 unhandled exception, and a refused input leaves the database as it was.
 
 Every generative test runs with a fixed seed (``derandomize``) and a bounded number of examples.
-What fuzzing found is fixed and kept at the end of the file as regression tests; the
-generators stay clear of exactly those shapes (nesting depth, integer
-size, non-ASCII tokens, error-field length) so that the rest keeps being checked. Scenario files
-are not fuzzed here: they are being rebuilt in ``engine/scenarios``.
+What fuzzing found was fixed (commit 133fc82) and is kept at the end of the file as regression
+tests, and the generators include those shapes too: JSON nested to the decoder's limit, integers
+too large for a float, non-ASCII tokens, long error fields, event names that are lists. Scenario
+files are not fuzzed here: they are being rebuilt in ``engine/scenarios``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import copy
 import itertools
 import json
 import os
-import re
 import string
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,19 +72,30 @@ def fuzz(examples: int) -> settings:
 
 SECRET = "Zq9-fuzz-secret-7Xw"
 HUGE = ("x" * 200_000, "é" * 70_000, "\x00" * 16, "\u202e" * 1000, "9" * 5000)
+#: Nested as deep as a JSON value gets inside the engine's own calls (json.dumps still copes).
+NESTED = json.loads("[" * 400 + "]" * 400)
+#: Bodies nested far past what a JSON decoder accepts.
+DEEP_BYTES = (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000)
 
 # --- generators ----------------------------------------------------------------------------------
 
-#: JSON-like values, shallow (depth <= 4) and with integers a float can hold: deeper nesting and
-#: larger integers are the known bugs kept as regression tests below.
+#: JSON-like values: mostly shallow, sometimes nested 400 deep; integers of any size JSON
+#: carries (beyond a float's range too).
 leaves = (
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(10**300), max_value=10**300)
+    | st.integers()
+    | st.sampled_from([10**400, -(10**400), 2**63, -(2**63) - 1])
     | st.floats()
     | st.text(max_size=40)
-    | st.sampled_from(HUGE)
+    | st.sampled_from([*HUGE, NESTED])
 )
+# Hypothesis's check that a recursive strategy's extend function uses its argument misfires on
+# these (both clearly recurse) when the whole suite runs; it is only a deprecation warning.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:extend=.*doesn't use it's argument:hypothesis.errors.HypothesisDeprecationWarning"
+)
+
 json_values = st.recursive(
     leaves,
     lambda inner: (
@@ -183,14 +193,12 @@ event_data = st.one_of(
     ),
 )
 #: Event names as a supplier's backend might pass them on: known names, near misses, other
-#: scalars. (Unhashable names, e.g. a JSON list, are a known bug: see the regression tests.)
+#: JSON values (lists and objects included).
 event_names = (
     st.sampled_from([e.value for e in Event])
     | st.sampled_from(["WARN", " warn", "warn\x00", "cancel ", "x" * 300, ""])
     | st.text(max_size=12)
-    | st.none()
-    | st.integers()
-    | st.floats(allow_nan=False)
+    | json_values
 )
 
 ACK = (Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S"}})
@@ -470,13 +478,14 @@ def test_bad_settings_are_a_configuration_error_that_never_shows_the_secret(
 @fuzz(200)
 @given(
     url=st.text(max_size=40)
-    | st.sampled_from(["sqlite", "postgresql", "mysql", "http", "https", "ftp", "file"]).flatmap(
-        lambda scheme: st.text(max_size=30).map(lambda rest: f"{scheme}://{rest}")
-    )
+    | st.sampled_from(
+        [
+            *("sqlite", "sqlite+pysqlite", "sqlite+nosuchdriver", "postgresql"),
+            *("postgresql+psycopg2", "mysql", "http", "https", "ftp", "file"),
+        ]
+    ).flatmap(lambda scheme: st.text(max_size=30).map(lambda rest: f"{scheme}://{rest}"))
 )
 def test_any_url_is_accepted_or_a_configuration_error(url: str) -> None:
-    # Known bugs, kept below as regression tests: a SQLite URL with a host, the psycopg2 driver.
-    assume(not re.match(r"sqlite(\+pysqlite)?://[^/]", url) and "psycopg2" not in url)
     _, refused = _attempt(lambda: check_base_url(url), ConfigurationError)
     assert refused is None or "gateway URL" in refused.message
     engine, refused = _attempt(lambda: create_db_engine(url), ConfigurationError)
@@ -516,8 +525,8 @@ headers = st.fixed_dictionaries(
 error_shapes = st.fixed_dictionaries(
     {},
     optional={
-        "uuid": json_values | st.text(max_size=300),
-        "code": json_values | st.text(max_size=300),
+        "uuid": json_values | st.text(max_size=300) | st.sampled_from(["u" * 60_000]),
+        "code": json_values | st.text(max_size=300) | st.sampled_from(["C" * 60_000]),
         "messages": json_values | st.lists(values, max_size=5),
         "error": json_values,
     },
@@ -526,22 +535,21 @@ bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode()),
     error_shapes.map(lambda v: json.dumps(v).encode()),
-    st.sampled_from([b"x" * 3_000_000, b"\xff" * 70_000, b'{"code": "X", "messages": [' * 10]),
+    st.sampled_from(
+        [b"x" * 3_000_000, b"\xff" * 70_000, b'{"code": "X", "messages": [' * 10, *DEEP_BYTES]
+    ),
 )
 answers = st.tuples(st.integers(100, 599), bodies, headers)
 #: Token answers: mostly good (so the KCI answer is reached), otherwise anything at all, or a 200
-#: with odd fields. (Huge integers and non-ASCII tokens are known bugs: see below.)
+#: with odd fields (non-ASCII tokens, lifetimes of any size).
 good_token = st.just((200, b'{"access_token": "tok-1", "expires_in": 3600}', {}))
 odd_tokens = st.fixed_dictionaries(
     {},
     optional={
         "access_token": st.text(string.ascii_letters + string.digits + "-._~+/", max_size=60)
-        | st.none()
-        | st.integers(-(10**20), 10**20),
-        "expires_in": st.none()
-        | st.floats()
-        | st.integers(-(10**300), 10**300)
-        | st.text(max_size=10),
+        | st.text(max_size=20)
+        | json_values,
+        "expires_in": json_values | st.sampled_from([10**400, -1, 0, "3600"]),
         "token_type": json_values,
     },
 ).map(lambda d: (200, json.dumps(d).encode(), {}))
@@ -643,7 +651,9 @@ request_bodies = st.one_of(
     st.binary(max_size=400),
     json_values.map(lambda v: json.dumps(v).encode()),
     mutated_bodies(),
-    st.sampled_from([b"", b"{}", b"[]", b"null", b"x" * 2_000_000, b'{"id": 1}' * 1000]),
+    st.sampled_from(
+        [b"", b"{}", b"[]", b"null", b"x" * 2_000_000, b'{"id": 1}' * 1000, *DEEP_BYTES]
+    ),
 )
 
 
@@ -685,7 +695,7 @@ def test_any_request_body_gets_a_4xx_in_the_gateway_shape_never_a_500(
 
 # --- regression tests: what fuzzing found that is not fixed yet ----------------------------------
 
-_DEEP = b"[" * 100_000 + b"]" * 100_000
+_DEEP = DEEP_BYTES[0]
 
 
 def _client_answering(token: httpx.Response, kci: httpx.Response | None = None) -> GatewayClient:
@@ -827,3 +837,44 @@ def test_identifiers_postgresql_cannot_store_are_refused_as_typed_errors(
     finally:
         store.close()
         next(databases, None)
+
+
+def _nested_past_the_recursion_limit() -> list[Any]:
+    value: list[Any] = []
+    for _ in range(5000):
+        value = [value]
+    return value
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: error messages quote a bad argument with repr()/str() (parse_event, the order id "
+    "check in Engine.apply, check_identifier, _order_type, answered_with): a Python value nested "
+    "past the recursion limit raises RecursionError instead of the typed error (reprlib.repr "
+    "would bound it). Not reachable from decoded JSON, which cannot nest that deep.",
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda e, o, v: e.apply(o, v, None), id="event name"),
+        pytest.param(lambda e, o, v: e.apply(v, Event.WARN, None), id="order id"),
+        pytest.param(lambda e, o, v: e.accept_order(v, provide_order(2)), id="order type"),
+        pytest.param(
+            lambda e, o, v: e.accept_order("provide", provide_order(3), order_id=v),
+            id="accept order id",
+        ),
+        pytest.param(
+            lambda e, o, v: e.accept_order("provide", provide_order(4), conversation_id=v),
+            id="conversation id",
+        ),
+        pytest.param(
+            lambda e, o, v: e.accept_order("provide", provide_order(5), answered_with=v),
+            id="answered_with",
+        ),
+    ],
+)
+def test_an_argument_nested_past_the_recursion_limit_gets_a_typed_error(call: Any) -> None:
+    engine = test_engine()
+    order_id = engine.accept_order("provide", provide_order(1))
+    with pytest.raises(EngineError):
+        call(engine, order_id, _nested_past_the_recursion_limit())

@@ -1,0 +1,339 @@
+"""Reliability: processes killed with SIGKILL mid-apply and mid-delivery, a gateway that fails
+30 % of the time, and processes racing on the same orders, on SQLite and PostgreSQL.
+
+The crash test itself is ``tools/crashtest.py`` (full size in docs/reliability.md); here it runs
+small. Racing processes on many orders are in test_store_sql.py; the races here are forced: every
+process reads the order before any of them writes, so conflicts are certain, not likely.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from engine import Engine, Event
+from engine.errors import ConcurrencyConflict
+from engine.store.sql import SqlStore
+from engine.store.tables import OUTBOX
+from engine.testing import COMMIT_DATES, provide_order
+
+ROOT = Path(__file__).resolve().parent.parent
+ZEROS = (
+    "lost",
+    "duplicated_in_outbox",
+    "gaps",
+    "reorderings",
+    "different_bodies_same_id",
+    "events_missing",
+    "undelivered",
+    "sandbox_violations",
+    "unknown_received",
+    "applier_failures",
+    "orders_with_wrong_kcis",
+    "received_twice_as_new",
+)
+
+
+def _crashtest(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "crashtest.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr
+    summary: dict[str, Any] = json.loads(lines[-1])
+    assert proc.returncode == 0, "\n".join(lines[-15:]) + proc.stderr[-2000:]
+    return summary
+
+
+def _assert_nothing_lost(summary: dict[str, Any], kills: int) -> None:
+    assert {name: summary[name] for name in ZEROS} == dict.fromkeys(ZEROS, 0)
+    assert summary["ok"] is True
+    assert summary["kills"] == kills
+    assert summary["kills_applier"] >= 1
+    assert summary["kills_dispatcher"] >= 1
+    assert summary["events_applied"] == summary["events_planned"]
+    assert summary["kcis"] == summary["kcis_expected"] == summary["sandbox_accepted"]
+
+
+def test_sigkilled_applier_and_dispatcher_lose_reorder_and_duplicate_nothing() -> None:
+    """60 orders, 600 events; the applier and the dispatcher SIGKILLed 5 times between them."""
+    summary = _crashtest(
+        "--orders", "60", "--events", "600", "--kills", "5", "--seed", "11", "--release-leases"
+    )
+    _assert_nothing_lost(summary, kills=5)
+    assert summary["kcis"] > 500
+
+
+def test_under_30_percent_gateway_faults_and_kills_everything_arrives_once_in_order() -> None:
+    """The fault soak, small: every kind of fault injected, every KCI delivered in order, and
+    the KCIs the gateway processed before a timeout or a dropped connection are redelivered
+    with the identical body."""
+    summary = _crashtest(
+        "--orders",
+        "60",
+        "--events",
+        "600",
+        "--kills",
+        "3",
+        "--seed",
+        "12",
+        "--fault-rate",
+        "0.3",
+        "--release-leases",
+    )
+    _assert_nothing_lost(summary, kills=3)
+    assert all(count > 0 for count in summary["faults_injected"].values()), summary
+    assert summary["redeliveries"] > 0
+    assert summary["delivery_attempts"] > summary["kcis"]
+
+
+def test_on_postgresql_killed_processes_lose_nothing(postgres_url: str) -> None:
+    """The crash test with the outbox in PostgreSQL."""
+    from tests.conftest import _fresh_postgres_database
+
+    databases = _fresh_postgres_database(postgres_url, "crashtest")
+    url = next(databases)
+    try:
+        summary = _crashtest(
+            "--orders",
+            "40",
+            "--events",
+            "400",
+            "--kills",
+            "4",
+            "--seed",
+            "13",
+            "--db",
+            url,
+            "--release-leases",
+        )
+    finally:
+        next(databases, None)
+    _assert_nothing_lost(summary, kills=4)
+    assert summary["database"] == "postgresql+psycopg"
+
+
+def _load_crashtest() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("crashtest", ROOT / "tools" / "crashtest.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["crashtest"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bodies(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The crash test's verdicts are not vacuous: a clean run scores zero, and each kind of
+    damage, made by hand, is counted."""
+    crashtest = _load_crashtest()
+    worker = sys.modules["crash_worker"]
+    args = type("Args", (), {"seed": 5, "orders": 6, "events": 40})()
+    SqlStore(sqlite_url).close()
+    worker.apply_plan(sqlite_url, 5, 6, 40, 0.0)
+    want = crashtest.expected(args)
+    db = sa.create_engine(sqlite_url)
+    with db.begin() as conn:
+        conn.execute(OUTBOX.update().values(delivery_state="DELIVERED"))
+        rows = conn.execute(
+            sa.select(OUTBOX.c.body).order_by(OUTBOX.c.order_id, OUTBOX.c.sequence_number)
+        ).all()
+    record = tmp_path / "received.jsonl"
+    lines = [row.body for row in rows]
+    stats = {"accepted": len(lines), "redelivered": 0, "violations": 0}
+
+    def verdict(received: list[str]) -> dict[str, Any]:
+        record.write_text("".join(line + "\n" for line in received))
+        result: dict[str, Any] = crashtest.verify(sqlite_url, record, stats, want)
+        return result
+
+    clean = verdict(lines)
+    assert {name: clean[name] for name in crashtest.MUST_BE_ZERO if name in clean} == {
+        name: 0 for name in crashtest.MUST_BE_ZERO if name in clean
+    }
+    assert clean["kcis"] == clean["kcis_expected"] == len(lines)
+
+    assert verdict(lines[:3] + lines[4:])["lost"] == 1
+    assert verdict([lines[1], lines[0], *lines[2:]])["reorderings"] == 1
+    changed = json.loads(lines[2])
+    changed["issuedOn"] = "2030-01-01T00:00:00.000Z"
+    assert verdict([*lines[:2], json.dumps(changed), *lines[3:]])["different_bodies_same_id"] == 1
+
+    with db.begin() as conn:  # a KCI written twice: an extra row no event accounts for
+        first = conn.execute(sa.select(OUTBOX).limit(1)).one()._asdict()
+        top = conn.execute(
+            sa.select(sa.func.max(OUTBOX.c.sequence_number)).where(
+                OUTBOX.c.order_id == first["order_id"]
+            )
+        ).scalar_one()
+        conn.execute(
+            OUTBOX.insert().values(
+                {
+                    **first,
+                    "kci_id": "00000000-0000-4000-8000-000000000001",
+                    "sequence_number": top + 2,
+                }
+            )
+        )
+    damaged = verdict(lines)
+    assert damaged["duplicated_in_outbox"] == 1
+    assert damaged["gaps"] == 1
+    assert damaged["lost"] == 1  # the extra KCI never reached the gateway
+    db.dispose()
+
+
+# --- forced races --------------------------------------------------------------------------------
+
+RACERS = 4
+
+
+def _racer(tasks: Any, results: Any, barrier: Any) -> None:
+    """A racing process: for each task, apply one warning to the order. Its clock, read after
+    the order is loaded and before it is written, waits until every racer has loaded it."""
+    while (task := tasks.get()) is not None:
+        url, order_id, data, retries = task
+        waited = False
+
+        def clock() -> datetime:
+            nonlocal waited
+            if not waited:
+                waited = True
+                barrier.wait(timeout=60)
+            return datetime.now(UTC)
+
+        store = SqlStore(url, migrate=False)
+        engine = Engine(store, clock=clock, conflict_retries=retries)
+        try:
+            kcis = engine.apply(order_id, Event.WARN, data)
+            results.put(("ok", [k.kci_id for k in kcis], ""))
+        except ConcurrencyConflict as exc:
+            results.put(("conflict", [exc.order_id], exc.message))
+        except Exception as exc:  # reported to the test, which fails on it
+            results.put(("error", [], repr(exc)))
+        finally:
+            store.close()
+
+
+class Racers:
+    """``RACERS`` processes (started once: spawning them is the slow part) that race on
+    whatever order they are given."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.barrier = context.Barrier(RACERS)  # kept: the children pick it up as they start
+        self.results = context.Queue()
+        self.tasks = [context.Queue() for _ in range(RACERS)]
+        self.processes = [
+            context.Process(target=_racer, args=(tasks, self.results, self.barrier), daemon=True)
+            for tasks in self.tasks
+        ]
+        for process in self.processes:
+            process.start()
+
+    def race(self, url: str, order_id: str, data: dict[str, Any], retries: int) -> list[Any]:
+        for tasks in self.tasks:
+            tasks.put((url, order_id, data, retries))
+        return [self.results.get(timeout=90) for _ in self.tasks]
+
+    def close(self) -> None:
+        for tasks in self.tasks:
+            tasks.put(None)
+        for process in self.processes:
+            process.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def racers() -> Iterator[Racers]:
+    team = Racers()
+    yield team
+    team.close()
+
+
+def _committed_order(url: str) -> tuple[str, int]:
+    store = SqlStore(url)
+    engine = Engine(store)
+    order_id = engine.accept_order("provide", provide_order(1))
+    engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
+    engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+    store.close()
+    return order_id, 2
+
+
+def _numbers_and_log(url: str, order_id: str) -> tuple[list[int], list[str], int]:
+    store = SqlStore(url, migrate=False)
+    try:
+        kcis = store.kcis(order_id)
+        logged = [kci_id for entry in store.events(order_id) for kci_id in entry.kci_ids]
+        return [k.sequence_number for k in kcis], logged, store.load(order_id).next_sequence
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("retries", [0, RACERS])
+def test_processes_racing_on_one_order_get_the_typed_conflict_or_retry(
+    racers: Racers, db_url: str, retries: int
+) -> None:
+    """Four processes apply a warning to the same order, all having read it first. Without
+    retries exactly one wins and three get ConcurrencyConflict naming the order; with retries
+    all four land. Either way: one KCI per success, numbered without a gap."""
+    order_id, before = _committed_order(db_url)
+    outcomes = racers.race(db_url, order_id, {"problem_code": "NETWORK_ISSUE"}, retries)
+    errors = [o for o in outcomes if o[0] == "error"]
+    assert not errors
+    wins = [o for o in outcomes if o[0] == "ok"]
+    conflicts = [o for o in outcomes if o[0] == "conflict"]
+    if retries:
+        assert len(wins) == RACERS
+    else:
+        assert len(wins) == 1
+        assert len(conflicts) == RACERS - 1
+        for _, (named,), message in conflicts:
+            assert named == order_id
+            assert order_id in message
+    numbers, logged, next_sequence = _numbers_and_log(db_url, order_id)
+    assert numbers == list(range(1, before + len(wins) + 1))
+    assert next_sequence == len(numbers) + 1
+    assert len(logged) == len(numbers)  # the event log names every KCI once
+    assert sorted(kci for _, ids, _ in wins for kci in ids) == sorted(logged[before:])
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_the_same_event_id_applied_by_racing_processes_lands_once(
+    racers: Racers, db_url: str, retries: int
+) -> None:
+    """Four processes apply the same event (same event id) at once: it is logged and produces
+    its KCI once. With a retry allowed, the losers get the winner's KCI back."""
+    order_id, before = _committed_order(db_url)
+    data = {"problem_code": "NETWORK_ISSUE", "event_id": "supplier-msg-42"}
+    outcomes = racers.race(db_url, order_id, data, retries)
+    assert not [o for o in outcomes if o[0] == "error"]
+    wins = [o for o in outcomes if o[0] == "ok"]
+    numbers, logged, _ = _numbers_and_log(db_url, order_id)
+    assert numbers == list(range(1, before + 2))
+    if retries:
+        assert len(wins) == RACERS
+        assert {tuple(ids) for _, ids, _ in wins} == {(logged[-1],)}
+    else:
+        assert len(wins) == 1
+        assert sum(o[0] == "conflict" for o in outcomes) == RACERS - 1
+    store = SqlStore(db_url, migrate=False)
+    assert [e.event_id for e in store.events(order_id)].count("supplier-msg-42") == 1
+    store.close()
