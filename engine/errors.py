@@ -21,7 +21,19 @@ Every error that concerns an order carries ``order_id``, and where relevant ``st
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
+from typing import Any
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 60, 60
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = 4
+
+
+def shown(value: Any) -> str:
+    """A bounded repr of a caller's bad value for an error message: short, and safe for values
+    nested arbitrarily deep (plain ``repr`` recurses and can hit the recursion limit)."""
+    return _SHOWN.repr(value)
 
 
 class EngineError(Exception):

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic.alias_generators import to_camel
 
 from engine.codes import CancellationReason, ProblemCode
-from engine.errors import InvalidEventData
+from engine.errors import InvalidEventData, shown
 from engine.records import RequestRef
 
 
@@ -151,7 +151,7 @@ def parse_event(event: Event | str) -> Event:
     found = _EVENTS.get(event) if isinstance(event, str) else None
     if found is None:
         known = ", ".join(e.value for e in Event)
-        raise InvalidEventData(f"unknown event {event!r}; known events: {known}")
+        raise InvalidEventData(f"unknown event {shown(event)}; known events: {known}")
     return found
 
 

@@ -23,6 +23,7 @@ from engine.errors import (
     InvalidEventData,
     InvalidOrder,
     OrderNotFound,
+    shown,
 )
 from engine.events import (
     NO_DATA,
@@ -146,11 +147,11 @@ class Engine:
             return key
         now = self._clock()
         if answered_with is not None:
-            sync = _SYNC_EVENTS.get(str(answered_with))
+            sync = _SYNC_EVENTS.get(answered_with) if isinstance(answered_with, str) else None
             if sync is None:
                 raise InvalidEventData(
                     f"order {key}: answered_with: a synchronous 201 answer carries ACKNOWLEDGED "
-                    f"or IN_PROGRESS, not {answered_with}",
+                    f"or IN_PROGRESS, not {_plain(answered_with)}",
                     order_id=key,
                     status=record.status,
                 )
@@ -234,17 +235,17 @@ class Engine:
             ConcurrencyConflict: another writer changed the order meanwhile.
         """
         if not isinstance(order_id, str) or "\x00" in order_id or len(order_id) > 200:
-            raise OrderNotFound(repr(order_id)[:60])
+            raise OrderNotFound(shown(order_id))
         try:
             kind = parse_event(event)
             parsed = parse_event_data(data)
         except InvalidEventData as exc:
             status = self.store.load(order_id).status
             raise InvalidEventData(
-                f"order {order_id}: event {str(event)!r} in status {status} refused: {exc.message}",
+                f"order {order_id}: event {shown(event)} in status {status} refused: {exc.message}",
                 order_id=order_id,
                 status=status,
-                event=str(event),
+                event=_plain(event),
             ) from None
         attempt = 0
         while True:
@@ -353,10 +354,12 @@ def _ids(kcis: list[Kci]) -> tuple[str, ...]:
 
 def _order_type(value: OrderType | str) -> OrderType:
     try:
+        if not isinstance(value, str):
+            raise ValueError(value)  # Enum lookup would repr (and deeply recurse into) the value
         return OrderType(value)
     except ValueError:
         known = ", ".join(t.value for t in OrderType)
-        raise InvalidOrder(f"unknown order type {value!r}; known types: {known}") from None
+        raise InvalidOrder(f"unknown order type {shown(value)}; known types: {known}") from None
 
 
 def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
@@ -370,6 +373,11 @@ def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
     return data
 
 
+def _plain(value: object) -> str:
+    """A string as it is; anything else bounded (see :func:`engine.errors.shown`)."""
+    return str(value) if isinstance(value, str) else shown(value)
+
+
 def check_identifier(kind: str, value: str) -> str:
     """An order id or conversation id the stores can keep: 1 to 200 characters, no NUL.
 
@@ -377,8 +385,7 @@ def check_identifier(kind: str, value: str) -> str:
         InvalidOrder: naming ``kind`` and what is wrong.
     """
     if not isinstance(value, str) or not 1 <= len(value) <= 200 or "\x00" in value:
-        shown = repr(value)[:60]
-        raise InvalidOrder(f"{kind} {shown}: must be 1 to 200 characters, without NUL")
+        raise InvalidOrder(f"{kind} {shown(value)}: must be 1 to 200 characters, without NUL")
     return value
 
 

@@ -846,13 +846,6 @@ def _nested_past_the_recursion_limit() -> list[Any]:
     return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: error messages quote a bad argument with repr()/str() (parse_event, the order id "
-    "check in Engine.apply, check_identifier, _order_type, answered_with): a Python value nested "
-    "past the recursion limit raises RecursionError instead of the typed error (reprlib.repr "
-    "would bound it). Not reachable from decoded JSON, which cannot nest that deep.",
-)
 @pytest.mark.parametrize(
     "call",
     [
