@@ -293,3 +293,18 @@ def test_error_body_messages_are_json_safe() -> None:
         lambda r: httpx.Response(422, json={"uuid": "u", "code": "X", "messages": [{"a": 1}]})
     ).send(BODY, "c")
     assert json.dumps(result.error)
+
+
+@pytest.mark.parametrize("token", [None, "", 42, ["t"]])
+def test_a_token_answer_without_a_usable_token_is_retryable(token: object) -> None:
+    """Not a string (null, a number, a list) or empty: never sent as a Bearer token."""
+    sent: list[httpx.Request] = []
+
+    def kcis(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    answer = httpx.Response(200, json={"access_token": token, "expires_in": 3600})
+    result = _client(kcis, lambda r: answer).send(BODY, "c")
+    assert result.outcome is Outcome.RETRY
+    assert sent == []

@@ -141,7 +141,9 @@ class TokenCache:
         if response.status_code == 200:
             try:
                 data = json.loads(response.text)
-                token = str(data["access_token"])
+                token = data["access_token"]
+                if not isinstance(token, str) or not token:
+                    raise TypeError("access_token is not a non-empty string")
                 token.encode("ascii")  # it goes into a header
                 lifetime = min(float(data.get("expires_in", 3600)), 86_400.0)
             except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
