@@ -304,12 +304,10 @@ def _rss_child(count: int, url: str) -> None:
 def _peak_rss_mb() -> float:
     """Peak RSS of this process. Linux's ``ru_maxrss`` survives fork and exec (a child reports
     its parent's peak), so read the address space's own high-water mark where there is one."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

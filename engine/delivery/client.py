@@ -281,10 +281,8 @@ def _retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (it may be a number of seconds or an HTTP date)."""
     if not value:
         return None
-    try:
+    if value.strip().replace(".", "", 1).isdigit():
         return max(0.0, min(float(value), 3600.0))
-    except ValueError:
-        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

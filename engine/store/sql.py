@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -155,17 +156,19 @@ class _Compiled:
         return values if self.names is None else tuple(values[name] for name in self.names)
 
 
-class _Runner:
+class _Runner(ABC):
     """Runs the store's statements on one connection, within one transaction at a time."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
 
+    @abstractmethod
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Execute ``statement``; the number of rows it changed."""
 
+    @abstractmethod
     def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Execute a select; its rows as dicts keyed by column name."""
 
 
 class _DirectRunner(_Runner):
