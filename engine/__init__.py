@@ -3,15 +3,18 @@
 Accept an order, apply supplier events, and get back the KCIs (Keep Customer Informed
 notifications) to send to the Fibre Cafe Supplier Updates API::
 
-    from engine import Engine, Event, OrderType
+    from kci_engine import Engine, Event, OrderType
 
     engine = Engine()
     order_id = engine.accept_order(OrderType.PROVIDE, order)
     [kci] = engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
 """
 
-from engine.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
-from engine.errors import (
+from ._facade import Engine
+from .core.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
+from .core.events import Event, EventData
+from .core.records import Kci, OrderRecord
+from .errors import (
     ContractViolation,
     EngineError,
     EventNotAllowed,
@@ -19,10 +22,7 @@ from engine.errors import (
     MissingField,
     RefusedEvent,
 )
-from engine.events import Event, EventData
-from engine.facade import Engine
-from engine.records import Kci, OrderRecord
-from engine.store import MemoryStore, Store
+from .store import MemoryStore, Store
 
 __all__ = [
     "ContractViolation",

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.errors import EngineError
-from engine.kci import kci_json_schema
-from engine.sandbox.command import sandbox
-from engine.scenarios.command import record_command, replay_command
+from .core.wire import kci_json_schema
+from .errors import EngineError
+from .tooling.sandbox.command import sandbox
+from .tooling.scenarios.command import record_command, replay_command
 
 if TYPE_CHECKING:
-    from engine.store.sql import SqlStore
+    from .store.sql import SqlStore
 
 DB_HELP = "Database URL (sqlite:///FILE or postgresql+psycopg://...); env KCI_ENGINE_DB."
 
@@ -48,7 +48,7 @@ def _errors() -> Iterator[None]:
 
 @contextmanager
 def _store(url: str) -> Iterator[SqlStore]:
-    from engine.store.sql import SqlStore  # imported here: SQLAlchemy is slow to load
+    from .store.sql import SqlStore  # imported here: SQLAlchemy is slow to load
 
     store = SqlStore(url)
     try:
@@ -82,7 +82,7 @@ def schema(indent: int) -> None:
 def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -> None:
     """The main job end to end: sample lifecycles into a SQLite outbox, delivered by the
     dispatcher to the local sandbox gateway; prints each order's delivered timeline."""
-    from engine.demo import run_demo, timeline
+    from .tooling.demo import run_demo, timeline
 
     with _errors(), tempfile.TemporaryDirectory(prefix="kci-demo-") as tmp:
         url = db_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
@@ -131,10 +131,10 @@ def dispatch(
 ) -> None:
     """Deliver the outbox to the gateway: a long-lived worker (stop with SIGTERM or Ctrl-C;
     requests in flight finish). Several workers may share one PostgreSQL database."""
-    from engine.delivery.client import GatewayClient
-    from engine.delivery.dispatcher import Dispatcher
-    from engine.delivery.policy import RetryPolicy
-    from engine.delivery.settings import load_settings
+    from .delivery.client import GatewayClient
+    from .delivery.dispatcher import Dispatcher
+    from .delivery.policy import RetryPolicy
+    from .delivery.settings import load_settings
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -225,7 +225,7 @@ def outbox_status(db_url: str, as_json: bool) -> None:
 def outbox_dead_letters(db_url: str) -> None:
     """Every KCI the gateway refused or that ran out of retries, one JSON object a line,
     with the number of the order's KCIs waiting behind it."""
-    from engine.store.outbox import Outbox, summary
+    from .store.outbox import Outbox, summary
 
     with _errors(), _store(db_url) as store:
         letters = Outbox(store).dead_letters()
@@ -240,7 +240,7 @@ def outbox_dead_letters(db_url: str) -> None:
 @click.option("--db", "db_url", envvar="KCI_ENGINE_DB", required=True, help=DB_HELP)
 def outbox_retry(order_id: str, db_url: str) -> None:
     """Re-queue ORDER_ID's dead KCIs (after fixing the cause); they go out first, in order."""
-    from engine.store.outbox import Outbox
+    from .store.outbox import Outbox
 
     with _errors(), _store(db_url) as store:
         count = Outbox(store).requeue(order_id)
@@ -258,8 +258,8 @@ def outbox_retry(order_id: str, db_url: str) -> None:
 )
 def statecharts(check: bool, root: Path) -> None:
     """Write statecharts/*.mmd and *.svg and docs/reason-code-matrix.md from the machines."""
-    from engine.diagrams import check as check_files
-    from engine.diagrams import write
+    from .tooling.diagrams import check as check_files
+    from .tooling.diagrams import write
 
     charts, docs = root / "statecharts", root / "docs"
     if check:
@@ -287,8 +287,8 @@ def db() -> None:
 @click.option("--db", "db_url", envvar="KCI_ENGINE_DB", required=True, help=DB_HELP)
 def db_upgrade(db_url: str) -> None:
     """Bring the schema to the newest revision (safe to run while workers run)."""
-    from engine.store.migrate import current, head, upgrade
-    from engine.store.sql import create_db_engine
+    from .store.migrate import current, head, upgrade
+    from .store.sql import create_db_engine
 
     with _errors():
         engine = create_db_engine(db_url)

@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kci_engine import Engine
+from kci_engine.tooling.testing import test_engine
 
-from engine import Engine
-from engine.testing import test_engine
 from tests.pgserver import PostgresUnavailable, postgres_server
 
 # The scenario plugin, loaded here rather than through its pytest11 entry point (blocked in
 # pyproject's addopts): entry-point plugins are imported before pytest-cov starts measuring,
 # which would leave every module of the package counted as unexecuted at import.
-pytest_plugins = ["engine.pytest_plugin"]
+pytest_plugins = ["kci_engine.tooling.pytest_plugin"]
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.codes import (
+from kci_engine.core.codes import (
     AMENDMENT_RESULTS,
     CANCELLATION_RESULTS,
     FINAL_STATUSES,

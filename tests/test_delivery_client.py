@@ -9,17 +9,16 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from pydantic import SecretStr
-
-from engine.delivery.client import (
+from kci_engine.delivery.client import (
     CredentialsRejected,
     GatewayClient,
     Outcome,
     TokenCache,
     check_base_url,
 )
-from engine.delivery.policy import RetryPolicy
-from engine.errors import ConfigurationError
+from kci_engine.delivery.policy import RetryPolicy
+from kci_engine.errors import ConfigurationError
+from pydantic import SecretStr
 
 SECRET = "s3cr3t-value"
 TOKEN = "tok-abc-123"

@@ -13,23 +13,22 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from engine import Engine, Event
-from engine.cli import main
-from engine.delivery.client import GatewayClient
-from engine.delivery.dispatcher import Dispatcher
-from engine.delivery.policy import RetryPolicy
-from engine.sandbox import SandboxConfig, running_sandbox
-from engine.store.outbox import Outbox
-from engine.store.sql import SqlStore
-from engine.store.tables import OUTBOX
-from engine.testing import COMMIT_DATES, provide_order
+from kci_engine import Engine, Event
+from kci_engine.cli import main
+from kci_engine.delivery.client import GatewayClient
+from kci_engine.delivery.dispatcher import Dispatcher
+from kci_engine.delivery.policy import RetryPolicy
+from kci_engine.store.outbox import Outbox
+from kci_engine.store.sql import SqlStore
+from kci_engine.store.tables import OUTBOX
+from kci_engine.tooling.sandbox import SandboxConfig, running_sandbox
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _per_order(bodies: list[dict[str, object]]) -> dict[str, list[int]]:
-    from engine.sandbox import order_key
+    from kci_engine.tooling.sandbox import order_key
 
     seen: dict[str, list[int]] = defaultdict(list)
     for body in bodies:
@@ -132,7 +131,7 @@ def test_two_dispatcher_processes_share_a_10k_backlog_on_postgresql(postgres_url
             }
             workers = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "engine.cli", "dispatch", "--once"],
+                    [sys.executable, "-m", "kci_engine.cli", "dispatch", "--once"],
                     cwd=ROOT,
                     env=env,
                     stdout=subprocess.PIPE,

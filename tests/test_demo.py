@@ -7,12 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from engine.cli import main
-from engine.codes import OrderType, ReasonCode
-from engine.demo import SAMPLES, play
-from engine.kci import ORDER_PROPERTY, parse_kci
-from engine.testing import assert_valid_stream, test_engine
+from kci_engine.cli import main
+from kci_engine.core.codes import OrderType, ReasonCode
+from kci_engine.core.wire import ORDER_PROPERTY, parse_kci
+from kci_engine.tooling.demo import SAMPLES, play
+from kci_engine.tooling.testing import assert_valid_stream, test_engine
 
 
 def test_samples_cover_every_order_type_and_reason_code() -> None:

@@ -9,22 +9,21 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from engine import diagrams
-from engine.codes import (
+from kci_engine.core._lifecycle import run_step
+from kci_engine.core._machine import Chart, ChartError, CompiledChart, Edge, Step
+from kci_engine.core.codes import (
     FINAL_STATUSES,
     PROBLEM_CODE_REQUIRED,
     TEXT_REQUIRED,
     OrderType,
     ReasonCode,
 )
-from engine.codes import OrderStatus as S
-from engine.errors import ConfigurationError, EngineError
-from engine.events import Event as E
-from engine.kci import ContractRuleError
-from engine.lifecycle import run_step
-from engine.machine import Chart, ChartError, CompiledChart, Edge, Step
-from engine.orders import CHARTS, MACHINES
+from kci_engine.core.codes import OrderStatus as S
+from kci_engine.core.events import Event as E
+from kci_engine.core.wire import ContractRuleError
+from kci_engine.errors import ConfigurationError, EngineError
+from kci_engine.orders import CHARTS, MACHINES
+from kci_engine.tooling import diagrams
 
 ROOT = Path(__file__).resolve().parent.parent
 STATECHARTS, DOCS = ROOT / "statecharts", ROOT / "docs"

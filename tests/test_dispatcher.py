@@ -10,14 +10,13 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from engine import Engine, Event
-from engine.delivery.client import CredentialsRejected, GatewayClient
-from engine.delivery.dispatcher import Dispatcher
-from engine.delivery.policy import RetryPolicy
-from engine.store.outbox import Outbox
-from engine.store.sql import SqlStore
-from engine.testing import COMMIT_DATES, provide_order
+from kci_engine import Engine, Event
+from kci_engine.delivery.client import CredentialsRejected, GatewayClient
+from kci_engine.delivery.dispatcher import Dispatcher
+from kci_engine.delivery.policy import RetryPolicy
+from kci_engine.store.outbox import Outbox
+from kci_engine.store.sql import SqlStore
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order
 
 Answer = Callable[[dict[str, object]], httpx.Response]
 
@@ -185,7 +184,7 @@ def test_stop_lets_requests_in_flight_finish(sqlite_url: str) -> None:
 
 
 def _lease_owners(store: SqlStore) -> list[object]:
-    from engine.store.tables import LEASES
+    from kci_engine.store.tables import LEASES
 
     with store.engine.connect() as conn:
         return [row.owner for row in conn.execute(LEASES.select())]

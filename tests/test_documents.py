@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from engine.codes import OrderType
-from engine.documents import ENGINE_OWNED, IMMUTABLE, apply_changes, validate_order
-from engine.errors import InvalidEventData, InvalidOrder
-from engine.kci import ModifyServiceOrder
-from engine.testing import cease_order, modify_order, provide_order, unsolicited_cease_order
+from kci_engine.core._documents import ENGINE_OWNED, IMMUTABLE, apply_changes, validate_order
+from kci_engine.core.codes import OrderType
+from kci_engine.core.wire import ModifyServiceOrder
+from kci_engine.errors import InvalidEventData, InvalidOrder
+from kci_engine.tooling.testing import (
+    cease_order,
+    modify_order,
+    provide_order,
+    unsolicited_cease_order,
+)
 
 P, C, M, U = OrderType.PROVIDE, OrderType.CEASE, OrderType.MODIFY, OrderType.UNSOLICITED_CEASE
 

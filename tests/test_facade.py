@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from engine import Engine, Event, EventData, OrderStatus, OrderType, ProblemCode, ReasonCode
-from engine.errors import (
+from kci_engine import Engine, Event, EventData, OrderStatus, OrderType, ProblemCode, ReasonCode
+from kci_engine.core.events import EventEntry
+from kci_engine.core.records import Kci, OrderRecord
+from kci_engine.core.wire import ORDER_PROPERTY, ProvideServiceOrder
+from kci_engine.errors import (
     ConcurrencyConflict,
     ConfigurationError,
     InvalidOrder,
@@ -17,11 +19,8 @@ from engine.errors import (
     OrderExists,
     OrderNotFound,
 )
-from engine.events import EventEntry
-from engine.kci import ORDER_PROPERTY, ProvideServiceOrder
-from engine.records import Kci, OrderRecord
-from engine.store import MemoryStore
-from engine.testing import (
+from kci_engine.store import MemoryStore
+from kci_engine.tooling.testing import (
     COMMIT_DATES,
     EPOCH,
     SteppingClock,

@@ -27,29 +27,28 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from engine import Engine, Event
-from engine.codes import CancellationReason, OrderStatus, ProblemCode
-from engine.delivery.client import (
+from kci_engine import Engine, Event
+from kci_engine.core.codes import CancellationReason, OrderStatus, ProblemCode
+from kci_engine.delivery.client import (
     Attempt,
     CredentialsRejected,
     GatewayClient,
     Outcome,
     check_base_url,
 )
-from engine.delivery.settings import DeliverySettings, load_settings
-from engine.demo import play
-from engine.errors import (
+from kci_engine.delivery.settings import DeliverySettings, load_settings
+from kci_engine.errors import (
     ConfigurationError,
     EngineError,
     InvalidOrder,
     OrderExists,
     RefusedEvent,
 )
-from engine.sandbox import SandboxConfig, SandboxHandle, running_sandbox
-from engine.store.sql import SqlStore, create_db_engine
-from engine.store.tables import EVENTS, ORDERS, OUTBOX
-from engine.testing import (
+from kci_engine.store.sql import SqlStore, create_db_engine
+from kci_engine.store.tables import EVENTS, ORDERS, OUTBOX
+from kci_engine.tooling.demo import play
+from kci_engine.tooling.sandbox import SandboxConfig, SandboxHandle, running_sandbox
+from kci_engine.tooling.testing import (
     COMMIT_DATES,
     cease_order,
     modify_order,

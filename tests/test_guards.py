@@ -13,9 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
-from engine.codes import OrderStatus, OrderType
-from engine.errors import (
+from kci_engine._facade import Engine
+from kci_engine.core.codes import OrderStatus, OrderType
+from kci_engine.core.events import Event
+from kci_engine.errors import (
     ContractViolation,
     EventNotAllowed,
     InvalidEventData,
@@ -24,9 +25,7 @@ from engine.errors import (
     OrderNotFound,
     RefusedEvent,
 )
-from engine.events import Event
-from engine.facade import Engine
-from engine.testing import (
+from kci_engine.tooling.testing import (
     COMMIT_DATES,
     EPOCH,
     SAMPLE_ORDERS,

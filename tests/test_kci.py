@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from pydantic import ValidationError
-
-from engine.cli import main
-from engine.codes import OrderType, ProblemCode, ReasonCode
-from engine.kci import (
+from kci_engine.cli import main
+from kci_engine.core.codes import OrderType, ProblemCode, ReasonCode
+from kci_engine.core.wire import (
     KCI_MODELS,
     ORDER_PROPERTY,
     CeaseKci,
@@ -27,6 +25,7 @@ from engine.kci import (
     kci_json_schema,
     parse_kci,
 )
+from pydantic import ValidationError
 
 P, C, M, U = (
     OrderType.PROVIDE,

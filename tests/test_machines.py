@@ -10,14 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from engine.codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
-from engine.errors import EngineError
-from engine.events import Event, EventData
-from engine.facade import Engine
-from engine.kci import ORDER_PROPERTY
-from engine.lifecycle import run_step
-from engine.machine import (
+from kci_engine._facade import Engine
+from kci_engine.core._lifecycle import run_step
+from kci_engine.core._machine import (
     NEW,
     RETURN,
     RETURN_RESOLVED,
@@ -30,9 +25,13 @@ from engine.machine import (
     When,
     return_target,
 )
-from engine.orders import CHARTS, MACHINES
-from engine.records import OrderRecord
-from engine.testing import (
+from kci_engine.core.codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
+from kci_engine.core.events import Event, EventData
+from kci_engine.core.records import OrderRecord
+from kci_engine.core.wire import ORDER_PROPERTY
+from kci_engine.errors import EngineError
+from kci_engine.orders import CHARTS, MACHINES
+from kci_engine.tooling.testing import (
     COMMIT_DATES,
     EPOCH,
     SAMPLE_ORDERS,

@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-from engine import Engine, Event
-from engine.errors import ConcurrencyConflict
-from engine.store.sql import SqlStore
-from engine.store.tables import OUTBOX
-from engine.testing import COMMIT_DATES, provide_order
+from kci_engine import Engine, Event
+from kci_engine.errors import ConcurrencyConflict
+from kci_engine.store.sql import SqlStore
+from kci_engine.store.tables import OUTBOX
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order
 
 ROOT = Path(__file__).resolve().parent.parent
 ZEROS = (

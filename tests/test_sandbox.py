@@ -24,10 +24,9 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-
-from engine.demo import Played, play
-from engine.errors import ConfigurationError
-from engine.sandbox import (
+from kci_engine.errors import ConfigurationError
+from kci_engine.tooling.demo import Played, play
+from kci_engine.tooling.sandbox import (
     ALL_FAULTS,
     FaultKind,
     FaultPlan,
@@ -38,9 +37,9 @@ from engine.sandbox import (
     order_key,
     running_sandbox,
 )
-from engine.sandbox.command import sandbox as sandbox_command
-from engine.sandbox.faults import FaultInjector
-from engine.testing import test_engine
+from kci_engine.tooling.sandbox.command import sandbox as sandbox_command
+from kci_engine.tooling.sandbox.faults import FaultInjector
+from kci_engine.tooling.testing import test_engine
 
 CLIENT = ("sandbox-client", "sandbox-secret")
 Body = dict[str, Any]
@@ -650,7 +649,10 @@ def test_command_refuses_bad_options(args: list[str], message: str) -> None:
 def test_command_serves_until_terminated(tmp_path: Path, played: list[Played]) -> None:
     record = tmp_path / "r.jsonl"
     env = {**os.environ, "KCI_SANDBOX_CLIENT_SECRET": "s3cret-from-env"}
-    code = "from engine.sandbox.command import sandbox; sandbox(prog_name='kci-engine sandbox')"
+    code = (
+        "from kci_engine.tooling.sandbox.command import sandbox; "
+        "sandbox(prog_name='kci-engine sandbox')"
+    )
     args = ["--port", "0", "--record", str(record), "--seed", "3"]
     process = subprocess.Popen(
         [sys.executable, "-c", code, *args],

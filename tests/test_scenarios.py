@@ -9,22 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+import kci_engine.core.wire as wire_module
 import pytest
 from click.testing import CliRunner
-
-import engine.kci
-from engine.codes import OrderType, ReasonCode
-from engine.kci import parse_kci
-from engine.orders import MACHINES
-from engine.scenarios.command import record_command, replay_command
-from engine.scenarios.coverage import Coverage, edge_name
-from engine.scenarios.generate import GenerationError, covering_scenarios
-from engine.scenarios.loader import ScenarioError, discover, load_scenario, parse_scenario
-from engine.scenarios.model import Scenario
-from engine.scenarios.refusals import generated_scenarios, refusal_scenarios
-from engine.scenarios.replay import Result, replay
-from engine.scenarios.transcript import replay_file, transcript, transcript_path
-from engine.store.sql import SqlStore
+from kci_engine.core.codes import OrderType, ReasonCode
+from kci_engine.core.wire import parse_kci
+from kci_engine.orders import MACHINES
+from kci_engine.store.sql import SqlStore
+from kci_engine.tooling.scenarios.command import record_command, replay_command
+from kci_engine.tooling.scenarios.coverage import Coverage, edge_name
+from kci_engine.tooling.scenarios.generate import GenerationError, covering_scenarios
+from kci_engine.tooling.scenarios.loader import (
+    ScenarioError,
+    discover,
+    load_scenario,
+    parse_scenario,
+)
+from kci_engine.tooling.scenarios.model import Scenario
+from kci_engine.tooling.scenarios.refusals import generated_scenarios, refusal_scenarios
+from kci_engine.tooling.scenarios.replay import Result, replay
+from kci_engine.tooling.scenarios.transcript import replay_file, transcript, transcript_path
 
 pytest_plugins = ["pytester"]
 
@@ -326,7 +330,7 @@ def test_an_unsolicited_cease_start_is_compared_with_its_created_kci() -> None:
 def test_a_stream_with_a_gap_or_time_going_back_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from engine.scenarios import replay as module
+    from kci_engine.tooling.scenarios import replay as module
 
     result = run(BASE)
     kcis = result.kcis
@@ -562,7 +566,7 @@ def test_replay_on_each_backend_matches_the_golden_transcripts(db_url: str) -> N
 
 # --- The pytest plugin ---------------------------------------------------------------------------
 
-PLUGIN = ("-p", "no:kci_engine", "-p", "engine.pytest_plugin", "-p", "no:cacheprovider")
+PLUGIN = ("-p", "no:kci_engine", "-p", "kci_engine.tooling.pytest_plugin", "-p", "no:cacheprovider")
 
 
 def test_the_plugin_collects_scenario_files_and_shows_the_diff(pytester: pytest.Pytester) -> None:
@@ -648,7 +652,7 @@ def test_completing_without_service_id_fails_a_library_scenario_and_generated_re
 ) -> None:
     """Let COMPLETED through without SERVICE_ID (or serviceId): a hand-written scenario and the
     generated refusals must both notice."""
-    monkeypatch.setattr(engine.kci, "_check_completion", lambda order_type, order: None)
+    monkeypatch.setattr(wire_module, "_check_completion", lambda order_type, order: None)
     hand = replay_file(LIBRARY / "provide-delayed-wayleave-reappointed-completed.kci.yaml")
     assert not hand.passed
     assert "- refused MissingField field=serviceOrderItem.serviceCharacteristics" in hand.report()
@@ -665,14 +669,14 @@ def test_an_answer_that_ignores_resolves_request_fails_generated_and_library_sce
 ) -> None:
     """Break the charts' return condition (an accepted amendment always resolves PENDING): the
     model, which decides returns itself, and the library both notice."""
-    import engine.machine
+    import kci_engine.core._machine as machine_module
 
-    original = engine.machine.return_target
+    original = machine_module.return_target
 
     def always_resolves(step: Any, stack: list[str], resolves: bool) -> tuple[str | None, int]:
         return original(step, stack, True)
 
-    monkeypatch.setattr(engine.machine, "return_target", always_resolves)
+    monkeypatch.setattr(machine_module, "return_target", always_resolves)
     failing = [n for n, s in COVERING if not replay(s, name=n).passed]
     assert failing == [
         "cover/provide:accept_amendment:PENDING_AMENDMENT->PENDING[was PENDING]",
@@ -691,7 +695,7 @@ def test_a_condition_or_rule_the_model_does_not_know_stops_the_generator(
 ) -> None:
     """A chart that gains a condition or a guard the model cannot handle fails generation
     instead of going untested."""
-    from engine.scenarios import generate, refusals
+    from kci_engine.tooling.scenarios import generate, refusals
 
     monkeypatch.setattr(generate, "CONDITIONS", {})
     with pytest.raises(GenerationError, match="does not know the condition 'other amendments"):
@@ -724,7 +728,7 @@ def test_record_and_replay_report_bad_paths_and_settings(tmp_path: Path) -> None
 def test_a_crash_in_one_scenario_does_not_hide_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.scenarios import command
+    from kci_engine.tooling.scenarios import command
 
     crashing = write(tmp_path, "crash.kci.yaml", BASE)
     original = command.replay_file

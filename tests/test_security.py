@@ -27,27 +27,26 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-
-from engine import Engine
-from engine.cli import main
-from engine.delivery.client import CredentialsRejected, GatewayClient, check_base_url
-from engine.delivery.dispatcher import Dispatcher
-from engine.delivery.policy import RetryPolicy
-from engine.delivery.settings import load_settings
-from engine.demo import play
-from engine.errors import ConfigurationError
-from engine.sandbox import SandboxConfig, running_sandbox
-from engine.sandbox.command import sandbox as sandbox_command
-from engine.store.outbox import Outbox
-from engine.store.sql import SqlStore
-from engine.store.tables import OUTBOX
+from kci_engine import Engine
+from kci_engine.cli import main
+from kci_engine.delivery.client import CredentialsRejected, GatewayClient, check_base_url
+from kci_engine.delivery.dispatcher import Dispatcher
+from kci_engine.delivery.policy import RetryPolicy
+from kci_engine.delivery.settings import load_settings
+from kci_engine.errors import ConfigurationError
+from kci_engine.store.outbox import Outbox
+from kci_engine.store.sql import SqlStore
+from kci_engine.store.tables import OUTBOX
+from kci_engine.tooling.demo import play
+from kci_engine.tooling.sandbox import SandboxConfig, running_sandbox
+from kci_engine.tooling.sandbox.command import sandbox as sandbox_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "S3cret-kci-security-4f1a9c"
 CLIENT_ID = "sandbox-client"
 #: What a token of the sandbox looks like (``secrets.token_urlsafe(32)``): 43 URL-safe characters.
 TOKEN_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
-LOGGERS = ("engine", "httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access")
+LOGGERS = ("kci_engine", "httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _forms_of(secret: str) -> list[str]:
@@ -150,7 +149,7 @@ def delivery_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def test_logs_and_errors_hold_neither_the_secret_nor_any_issued_token(delivery_run: Run) -> None:
     assert len(delivery_run.tokens) >= 3  # token-expiry faults made the client fetch new ones
-    assert {"engine", "httpx", "httpcore"} <= delivery_run.loggers  # DEBUG really was captured
+    assert {"kci_engine", "httpx", "httpcore"} <= delivery_run.loggers  # DEBUG really was captured
     assert "obtained a gateway token" in delivery_run.log
     text = delivery_run.log + "\n".join(delivery_run.errors)
     for secret in _forms_of(SECRET) + _forms_of("wrong-" + SECRET):
@@ -188,7 +187,7 @@ def test_the_dispatch_and_sandbox_commands_print_neither_secret_nor_token(tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("KCI_")}
     sandbox = subprocess.Popen(
         [
-            *(sys.executable, "-m", "engine.cli", "sandbox", "--port", "0"),
+            *(sys.executable, "-m", "kci_engine.cli", "sandbox", "--port", "0"),
             *("--fault-rate", "0.3", "--faults", "token_expiry,5xx", "--seed", "4"),
         ],
         cwd=ROOT,
@@ -216,7 +215,7 @@ def test_the_dispatch_and_sandbox_commands_print_neither_secret_nor_token(tmp_pa
         }
         for _ in range(8):  # a dispatcher stopped by two 401s in a row is started again
             done = subprocess.run(
-                [sys.executable, "-m", "engine.cli", "dispatch", "--once", "-v"],
+                [sys.executable, "-m", "kci_engine.cli", "dispatch", "--once", "-v"],
                 cwd=ROOT,
                 env=dispatch_env,
                 capture_output=True,

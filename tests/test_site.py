@@ -54,10 +54,10 @@ def test_lifecycles_page_embeds_the_provide_statechart_full_width(site: Path) ->
 
 
 def test_api_reference_renders_the_public_surface(site: Path) -> None:
-    import engine
+    import kci_engine as engine
 
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
-    missing = [name for name in engine.__all__ if f'id="engine.{name}"' not in page]
+    missing = [name for name in engine.__all__ if f'id="kci_engine.{name}"' not in page]
     assert missing == []
-    assert 'id="engine.store.sql.SqlStore.joined"' in page
+    assert 'id="kci_engine.store.sql.SqlStore.joined"' in page
     assert ":class:`" not in page  # Sphinx roles are rewritten by docs/hooks.py

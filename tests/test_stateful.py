@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kci_engine.core.wire as wire_module
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -23,9 +24,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-import engine.kci
-from engine.codes import (
+from kci_engine.core.codes import (
     FINAL_STATUSES,
     PROBLEM_CODE_FORBIDDEN,
     PROBLEM_CODE_REQUIRED,
@@ -35,12 +34,12 @@ from engine.codes import (
     ProblemCode,
     ReasonCode,
 )
-from engine.errors import EventNotAllowed, InvalidEventData, RefusedEvent
-from engine.events import Event, parse_event_data
-from engine.kci import ORDER_PROPERTY, characteristic
-from engine.records import Kci
-from engine.scenarios.generate import State, valid_data
-from engine.testing import COMMIT_DATES, SAMPLE_ORDERS, assert_valid_stream, test_engine
+from kci_engine.core.events import Event, parse_event_data
+from kci_engine.core.records import Kci
+from kci_engine.core.wire import ORDER_PROPERTY, characteristic
+from kci_engine.errors import EventNotAllowed, InvalidEventData, RefusedEvent
+from kci_engine.tooling.scenarios.generate import State, valid_data
+from kci_engine.tooling.testing import COMMIT_DATES, SAMPLE_ORDERS, assert_valid_stream, test_engine
 
 U = OrderType.UNSOLICITED_CEASE
 MAX_ORDERS = 3
@@ -216,7 +215,7 @@ def test_the_invariants_catch_a_completion_without_service_id(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With the SERVICE_ID guard broken, the random walk finds a COMPLETED without it."""
-    monkeypatch.setattr(engine.kci, "_check_completion", lambda order_type, order: None)
+    monkeypatch.setattr(wire_module, "_check_completion", lambda order_type, order: None)
     # More examples than the invariant test runs: it stops at the first broken one.
     quick = settings(SETTINGS, max_examples=400, phases=[Phase.generate], print_blob=False)
     with pytest.raises(AssertionError, match=r"COMPLETED without (SERVICE_ID|serviceId)"):

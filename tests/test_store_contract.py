@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from engine import Engine, Event
-from engine.errors import (
+from kci_engine import Engine, Event
+from kci_engine.errors import (
     ConcurrencyConflict,
     InvalidEventData,
     OrderExists,
     OrderNotFound,
     RefusedEvent,
 )
-from engine.store import MemoryStore, Store
-from engine.store.sql import SqlStore
-from engine.testing import (
+from kci_engine.store import MemoryStore, Store
+from kci_engine.store.sql import SqlStore
+from kci_engine.tooling.testing import (
     COMMIT_DATES,
     SteppingClock,
     assert_valid_stream,
@@ -165,7 +164,7 @@ def test_unsolicited_cease_round_trip(store: Store) -> None:
 
 def test_whole_lifecycle_bodies_identical_across_backends(store: Store) -> None:
     """The same lifecycle on any backend yields byte-identical KCI bodies (same clock, ids)."""
-    from engine.demo import play
+    from kci_engine.tooling.demo import play
 
     played = list(play(_engine(store)))
     reference = list(play(_engine(MemoryStore())))

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from engine.codes import OrderStatus, OrderType, ReasonCode
-from engine.errors import ConcurrencyConflict, OrderExists, OrderNotFound
-from engine.events import EventData, EventEntry
-from engine.records import Kci, OrderRecord, RequestRef
-from engine.store import MemoryStore, Store
-from engine.testing import EPOCH, provide_order
+from kci_engine.core.codes import OrderStatus, OrderType, ReasonCode
+from kci_engine.core.events import EventData, EventEntry
+from kci_engine.core.records import Kci, OrderRecord, RequestRef
+from kci_engine.errors import ConcurrencyConflict, OrderExists, OrderNotFound
+from kci_engine.store import MemoryStore, Store
+from kci_engine.tooling.testing import EPOCH, provide_order
 
 S = OrderStatus
 P = OrderType.PROVIDE
@@ -117,7 +116,7 @@ def test_create_keeps_a_copy_of_the_callers_record(store: MemoryStore) -> None:
 def test_changing_the_engines_order_document_in_place_is_not_stored() -> None:
     """Store.load may share the document (the engine never edits one in place); the public
     Engine.order() hands out a deep copy, so a caller's edits cannot reach the store."""
-    from engine.testing import provide_order, test_engine
+    from kci_engine.tooling.testing import provide_order, test_engine
 
     engine = test_engine()
     order_id = engine.accept_order("provide", provide_order())

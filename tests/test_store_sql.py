@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from kci_engine import Engine, Event
+from kci_engine.cli import main
+from kci_engine.errors import ConfigurationError
+from kci_engine.store.migrate import current, head
+from kci_engine.store.sql import SqlStore, create_db_engine
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order, test_engine
 from sqlmodel import Session
-
-from engine import Engine, Event
-from engine.cli import main
-from engine.errors import ConfigurationError
-from engine.store.migrate import current, head
-from engine.store.sql import SqlStore, create_db_engine
-from engine.testing import COMMIT_DATES, provide_order, test_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,9 +143,8 @@ def test_joined_session_commits_business_writes_and_kcis_together(sqlite_url: st
 def test_migrations_create_upgrade_and_match_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-
-    from engine.store.migrate import upgrade
-    from engine.store.tables import METADATA
+    from kci_engine.store.migrate import upgrade
+    from kci_engine.store.tables import METADATA
 
     engine = create_db_engine(db_url)
     assert current(engine) is None
@@ -208,7 +206,7 @@ def test_demo_kcis_identical_on_sqlite_and_postgresql(
         out = tmp_path / name
         result = CliRunner().invoke(main, ["demo", "--db", url, "--jsonl", str(out)])
         assert result.exit_code == 0, result.output
-        from engine.sandbox import order_key
+        from kci_engine.tooling.sandbox import order_key
 
         bodies = [json.loads(line) for line in out.read_text().splitlines()]
         # Arrival order interleaves orders differently run to run; within an order it is fixed.

@@ -12,10 +12,10 @@ import json
 import random
 import sys
 
-from engine import Engine, Event
-from engine.errors import ConcurrencyConflict
-from engine.store.sql import SqlStore
-from engine.testing import COMMIT_DATES, provide_order
+from kci_engine import Engine, Event
+from kci_engine.errors import ConcurrencyConflict
+from kci_engine.store.sql import SqlStore
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order
 
 LIFE = (
     (Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S"}}),

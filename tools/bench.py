@@ -27,13 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
-
-from engine import Engine, Event, EventData, OrderType
-from engine.facade import new_kci_id
-from engine.testing import COMMIT_DATES, provide_order
+from kci_engine import Engine, Event, EventData, OrderType
+from kci_engine._facade import new_kci_id
+from kci_engine.tooling.testing import COMMIT_DATES, provide_order
 
 #: A provide order's lifecycle with the detours suppliers see most: every event is applied
 #: with its data as a plain mapping (as it arrives from a supplier's backend), validated,
@@ -84,7 +81,7 @@ def _durable_orders(engine: Engine, count: int) -> list[str]:
 def bench_durable(orders: int) -> dict[str, float]:
     """The durable path on a SQLite file (WAL, synchronous=FULL), one transaction per event,
     against raw sqlite3 doing the same writes, and against a naive build of the same parts."""
-    from engine.store.sql import SqlStore
+    from kci_engine.store.sql import SqlStore
 
     count = max(orders // 10, 50)
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
@@ -114,8 +111,8 @@ def bench_durable(orders: int) -> dict[str, float]:
 def _sqlite_floor(path: Path, orders: int, rounds: int, body: str, document: str) -> float:
     """Raw sqlite3, same schema, journal and sync settings: per transaction the writes the
     engine makes for one event (order row update, outbox insert, event-log insert)."""
-    from engine.store.migrate import upgrade
-    from engine.store.sql import create_db_engine
+    from kci_engine.store.migrate import upgrade
+    from kci_engine.store.sql import create_db_engine
 
     setup = create_db_engine(f"sqlite:///{path}")
     upgrade(setup)
@@ -183,14 +180,13 @@ def _sqlite_floor(path: Path, orders: int, rounds: int, body: str, document: str
 def _naive(url: str, orders: int) -> float:
     """The same parts put together naively: a fresh ORM session and a new transitions Machine
     for every event, and the KCI validated by building the whole pydantic model."""
+    from kci_engine.core._lifecycle import run_step
+    from kci_engine.core._machine import CompiledChart, Firing
+    from kci_engine.core.wire import parse_kci
+    from kci_engine.orders import CHARTS
+    from kci_engine.store.sql import SqlStore, _order_row, _record, now_ms
+    from kci_engine.store.tables import EventRow, OrderRow, OutboxRow
     from sqlmodel import Session
-
-    from engine.kci import parse_kci
-    from engine.lifecycle import run_step
-    from engine.machine import CompiledChart, Firing
-    from engine.orders import CHARTS
-    from engine.store.sql import SqlStore, _order_row, _record, now_ms
-    from engine.store.tables import EventRow, OrderRow, OutboxRow
 
     store = SqlStore(url)
     ids = _durable_orders(Engine(store), orders)
@@ -252,7 +248,7 @@ def _naive(url: str, orders: int) -> float:
 
 def bench_batch(orders: int) -> dict[str, float]:
     """Events applied in batches of 1,000 per transaction (bulk import or replay)."""
-    from engine.store.sql import SqlStore
+    from kci_engine.store.sql import SqlStore
 
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
         store = SqlStore(_sqlite_file(tmp, "batch.db"))
@@ -287,7 +283,7 @@ def bench_rss(orders: int) -> dict[str, float]:
 
 
 def _rss_child(count: int, url: str) -> None:
-    from engine.store.sql import SqlStore
+    from kci_engine.store.sql import SqlStore
 
     engine = Engine(SqlStore(url))
     at_1k = 0.0
@@ -315,10 +311,10 @@ def bench_delivery(orders: int) -> dict[str, float]:
     """Outbox (SQLite file) to the sandbox gateway (its own process, loopback, keep-alive),
     against a bare httpx POST loop of the same bodies to the same sandbox; then the latency
     from commit to 204 while events arrive at a steady 200 per second."""
-    from engine.delivery.client import GatewayClient
-    from engine.delivery.dispatcher import Dispatcher
-    from engine.delivery.policy import RetryPolicy
-    from engine.store.sql import SqlStore
+    from kci_engine.delivery.client import GatewayClient
+    from kci_engine.delivery.dispatcher import Dispatcher
+    from kci_engine.delivery.policy import RetryPolicy
+    from kci_engine.store.sql import SqlStore
 
     count = max(orders // 8, 100)
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp, _sandbox_process() as base:
@@ -374,8 +370,8 @@ def _steady_latency(engine: Engine, client: Any, store: Any, seconds: float) -> 
     import statistics
     import threading
 
-    from engine.delivery.dispatcher import Dispatcher
-    from engine.delivery.policy import RetryPolicy
+    from kci_engine.delivery.dispatcher import Dispatcher
+    from kci_engine.delivery.policy import RetryPolicy
 
     ids: list[str] = []
     start_n = 10_000_000
@@ -417,7 +413,7 @@ def _sandbox_process() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "sandbox", "--port", str(port)],
+        [sys.executable, "-m", "kci_engine.cli", "sandbox", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine import Engine, Event, OrderType
-from engine.testing import COMMIT_DATES, cease_order, modify_order, provide_order
+from kci_engine import Engine, Event, OrderType
+from kci_engine.tooling.testing import COMMIT_DATES, cease_order, modify_order, provide_order
 
 Step = tuple[Event, dict[str, Any] | None]
 TENANT = "CRASH"
@@ -160,9 +156,8 @@ def apply_plan(url: str, seed: int, orders: int, events: int, rate: float) -> di
     they returned the first time and write nothing), but without waiting for the rate.
     """
     import sqlalchemy as sa
-
-    from engine.store.sql import SqlStore
-    from engine.store.tables import EVENTS
+    from kci_engine.store.sql import SqlStore
+    from kci_engine.store.tables import EVENTS
 
     plans, schedule = plan(seed, orders, events)
     by_number = {p.number: p for p in plans}

@@ -54,16 +54,14 @@ from pathlib import Path
 from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # crash_worker
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine, from this checkout
 
 import httpx
 import sqlalchemy as sa
 from crash_worker import plan
-
-from engine import Engine
-from engine.sandbox import order_key
-from engine.store.sql import SqlStore, create_db_engine
-from engine.store.tables import EVENTS, LEASES, OUTBOX, DeliveryState
+from kci_engine import Engine
+from kci_engine.store.sql import SqlStore, create_db_engine
+from kci_engine.store.tables import EVENTS, LEASES, OUTBOX, DeliveryState
+from kci_engine.tooling.sandbox import order_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +151,7 @@ def start_sandbox(work: Path, args: argparse.Namespace) -> tuple[subprocess.Pope
     command = [
         sys.executable,
         "-m",
-        "engine.cli",
+        "kci_engine.cli",
         "sandbox",
         "--port",
         "0",
@@ -599,7 +597,7 @@ def main() -> int:
     )
     dispatcher = Role(
         "dispatcher",
-        [sys.executable, "-m", "engine.cli", "dispatch"],
+        [sys.executable, "-m", "kci_engine.cli", "dispatch"],
         dispatcher_env(url, gateway, args),
         work,
     )

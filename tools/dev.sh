@@ -28,7 +28,7 @@ setup_venv() {
     fi
     if [ ! -f "$stamp" ]; then
         .venv/bin/python -m pip install --quiet --upgrade pip
-        .venv/bin/python -m pip install --quiet -e '.[dev]'
+        .venv/bin/python -m pip install --quiet -e '.[all,dev]'
         rm -f .venv/.installed-*
         touch "$stamp"
     fi

@@ -12,12 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
+from kci_engine.errors import ConfigurationError
+from kci_engine.tooling.diagrams import check, write
 
-from engine.diagrams import check, write  # noqa: E402
-from engine.errors import ConfigurationError  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,10 @@ is the policy (order per order, retries, dead letters, leases); :func:`load_sett
 configuration. See docs/delivery.md.
 """
 
-from engine.delivery.client import Attempt, CredentialsRejected, GatewayClient, Outcome
-from engine.delivery.dispatcher import Dispatcher, DispatchStats
-from engine.delivery.policy import RetryPolicy
-from engine.delivery.settings import DeliverySettings, load_settings
+from .client import Attempt, CredentialsRejected, GatewayClient, Outcome
+from .dispatcher import Dispatcher, DispatchStats
+from .policy import RetryPolicy
+from .settings import DeliverySettings, load_settings
 
 __all__ = [
     "Attempt",

@@ -22,10 +22,10 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from engine.errors import ConfigurationError, EngineError
-from engine.net import is_loopback
+from .._net import is_loopback
+from ..errors import ConfigurationError, EngineError
 
-log = logging.getLogger("engine.delivery")
+log = logging.getLogger("kci_engine.delivery")
 
 _MAX_ERROR_BODY = 64 * 1024
 

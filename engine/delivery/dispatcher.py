@@ -28,12 +28,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from engine.delivery.client import CredentialsRejected, GatewayClient, Outcome
-from engine.delivery.policy import RetryPolicy
-from engine.store.outbox import Outbox
-from engine.store.sql import SqlStore, now_ms
+from ..store.outbox import Outbox
+from ..store.sql import SqlStore, now_ms
+from .client import CredentialsRejected, GatewayClient, Outcome
+from .policy import RetryPolicy
 
-log = logging.getLogger("engine.delivery")
+log = logging.getLogger("kci_engine.delivery")
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from engine.errors import ConfigurationError
+from ..errors import ConfigurationError
 
 
 class DeliverySettings(BaseSettings):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.codes import OrderType
-from engine.lifecycle import run_step
-from engine.machine import Chart, CompiledChart
-from engine.orders import cease, modify, provide, unsolicited_cease
+from ..core._lifecycle import run_step
+from ..core._machine import Chart, CompiledChart
+from ..core.codes import OrderType
+from . import cease, modify, provide, unsolicited_cease
 
 CHARTS: dict[OrderType, Chart] = {
     OrderType.PROVIDE: provide.CHART,

@@ -7,16 +7,16 @@ statuses they do not have.
 
 from __future__ import annotations
 
-from engine.codes import OrderStatus as S
-from engine.codes import ReasonCode as R
-from engine.events import Event as E
-from engine.machine import RETURN, Step
-from engine.rules import (
+from ..core._machine import RETURN, Step
+from ..core._rules import (
     ANSWERS_CANCELLATION,
     NAMES_NEW_CANCELLATION,
     ORDER_CHANGED,
     TEXT_GIVEN,
 )
+from ..core.codes import OrderStatus as S
+from ..core.codes import ReasonCode as R
+from ..core.events import Event as E
 
 
 def progress_steps(active: tuple[str, ...], non_final: tuple[str, ...]) -> tuple[Step, ...]:

@@ -6,12 +6,8 @@ orders have no appointment steps) and names its own completion rule.
 
 from __future__ import annotations
 
-from engine.codes import OrderStatus as S
-from engine.codes import ReasonCode as R
-from engine.events import Event as E
-from engine.machine import RETURN, RETURN_RESOLVED, Firing, Step, When
-from engine.orders._shared import COMPLETE, cancellation_steps, progress_steps
-from engine.rules import (
+from ..core._machine import RETURN, RETURN_RESOLVED, Firing, Step, When
+from ..core._rules import (
     ANSWERS_AMENDMENT,
     BEFORE_FIRST_KCI,
     COMMITTED_DATES,
@@ -19,6 +15,10 @@ from engine.rules import (
     NEW_APPOINTMENT,
     SUPPLIER_REFERENCE,
 )
+from ..core.codes import OrderStatus as S
+from ..core.codes import ReasonCode as R
+from ..core.events import Event as E
+from ._shared import COMPLETE, cancellation_steps, progress_steps
 
 STATES: tuple[str, ...] = (
     S.SENT_TO_SUPPLIER,

@@ -3,9 +3,9 @@ delays, holds, amendments and cancellations apply as on every tenant-placed orde
 
 from __future__ import annotations
 
-from engine.codes import OrderStatus, OrderType
-from engine.machine import Chart
-from engine.orders._tenant import COMMON, STATES
+from ..core._machine import Chart
+from ..core.codes import OrderStatus, OrderType
+from ._tenant import COMMON, STATES
 
 CHART = Chart(
     order_type=OrderType.CEASE,

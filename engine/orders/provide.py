@@ -3,9 +3,9 @@ contract check on every COMPLETED KCI of a provide order enforces it)."""
 
 from __future__ import annotations
 
-from engine.codes import OrderStatus, OrderType
-from engine.machine import Chart
-from engine.orders._tenant import APPOINTMENTS, COMMON, STATES
+from ..core._machine import Chart
+from ..core.codes import OrderStatus, OrderType
+from ._tenant import APPOINTMENTS, COMMON, STATES
 
 CHART = Chart(
     order_type=OrderType.PROVIDE,

@@ -7,15 +7,15 @@ it; the supplier may also withdraw it (see docs/decisions.md).
 
 from __future__ import annotations
 
-from engine.codes import OrderStatus as S
-from engine.codes import OrderType
-from engine.codes import ReasonCode as R
-from engine.events import Event as E
-from engine.machine import NEW, Chart, Firing, Step, When
-from engine.orders._shared import COMPLETE, cancellation_steps, progress_steps
-from engine.rules import (
+from ..core._machine import NEW, Chart, Firing, Step, When
+from ..core._rules import (
     COMMITTED_DATES,
 )
+from ..core.codes import OrderStatus as S
+from ..core.codes import OrderType
+from ..core.codes import ReasonCode as R
+from ..core.events import Event as E
+from ._shared import COMPLETE, cancellation_steps, progress_steps
 
 STATES: tuple[str, ...] = (
     NEW,

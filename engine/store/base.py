@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
-from engine.events import EventEntry
-from engine.records import Kci, OrderRecord
+from ..core.events import EventEntry
+from ..core.records import Kci, OrderRecord
 
 
 @runtime_checkable

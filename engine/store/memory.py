@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from engine.errors import ConcurrencyConflict, OrderExists, OrderNotFound
-from engine.events import EventEntry
-from engine.records import Kci, OrderRecord
+from ..core.events import EventEntry
+from ..core.records import Kci, OrderRecord
+from ..errors import ConcurrencyConflict, OrderExists, OrderNotFound
 
 
 class MemoryStore:

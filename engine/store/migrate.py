@@ -15,6 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from .tables import METADATA
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: Any constant: the PostgreSQL advisory lock that serialises concurrent upgrades.
 _LOCK_KEY = 0x6B6369  # "kci"
@@ -24,6 +26,7 @@ def _config(conn: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
+    config.attributes["metadata"] = METADATA
     return config
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.sql import SqlStore, Statement, now_ms
-from engine.store.tables import LEASES, ORDERS, OUTBOX, DeliveryState
+from .sql import SqlStore, Statement, now_ms
+from .tables import LEASES, ORDERS, OUTBOX, DeliveryState
 
 _B = sa.bindparam
 _NAMESPACE = uuid.UUID("6b636900-0000-4000-8000-6b6369656e67")  # fixed: conversation ids
@@ -266,13 +266,14 @@ class Outbox:
                 .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
                 .order_by(OUTBOX.c.order_id, OUTBOX.c.sequence_number)
             ).all()
-            waiting: dict[str, int] = dict(
-                conn.execute(
+            waiting: dict[str, int] = {
+                order_id: int(count)
+                for order_id, count in conn.execute(
                     sa.select(OUTBOX.c.order_id, sa.func.count())
                     .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
                     .group_by(OUTBOX.c.order_id)
-                ).all()
-            )
+                ).tuples()
+            }
         return [
             DeadLetter(**row._mapping, waiting=int(waiting.get(row.order_id, 0))) for row in dead
         ]

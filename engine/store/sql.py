@@ -32,12 +32,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from engine.codes import OrderStatus, OrderType, ReasonCode
-from engine.errors import ConcurrencyConflict, ConfigurationError, OrderExists, OrderNotFound
-from engine.events import EventData, EventEntry
-from engine.kci import format_datetime
-from engine.records import Kci, OrderRecord, RequestRef
-from engine.store.tables import EVENTS, ORDERS, OUTBOX, DeliveryState
+from ..core.codes import OrderStatus, OrderType, ReasonCode
+from ..core.events import EventData, EventEntry
+from ..core.records import Kci, OrderRecord, RequestRef
+from ..core.wire import format_datetime
+from ..errors import ConcurrencyConflict, ConfigurationError, OrderExists, OrderNotFound
+from .tables import EVENTS, ORDERS, OUTBOX, DeliveryState
 
 _WRITE = "kci_write"
 DEFAULT_URL = "sqlite:///kci-engine.db"
@@ -241,7 +241,7 @@ class SqlStore:
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._operational_error: type[Exception] = dbapi.OperationalError
         if migrate:
-            from engine.store.migrate import upgrade
+            from .migrate import upgrade
 
             upgrade(self.engine)
 
@@ -529,13 +529,14 @@ class SqlStore:
     def outbox_status(self) -> dict[str, Any]:
         """Counts per delivery state and the age of the oldest undelivered KCI."""
         with self._query() as conn:
-            counts: dict[str, int] = dict(
-                conn.execute(
+            counts: dict[str, int] = {
+                state: int(count)
+                for state, count in conn.execute(
                     sa.select(OUTBOX.c.delivery_state, sa.func.count()).group_by(
                         OUTBOX.c.delivery_state
                     )
-                ).all()
-            )
+                ).tuples()
+            }
             oldest = conn.execute(
                 sa.select(sa.func.min(OUTBOX.c.created_at_ms)).where(
                     OUTBOX.c.delivery_state != DeliveryState.DELIVERED

@@ -1,12 +1,16 @@
-"""Alembic environment: runs on the connection :func:`engine.store.migrate.upgrade` passes in."""
+"""Alembic environment: runs on the connection and metadata that
+:func:`kci_engine.store.migrate.upgrade` passes in (no import by package name, so the engine
+migrates whatever its import name is)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from engine.store.tables import METADATA
-
-connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True)
+attributes = context.config.attributes
+context.configure(
+    connection=attributes["connection"],
+    target_metadata=attributes["metadata"],
+    render_as_batch=True,
+)
 with context.begin_transaction():
     context.run_migrations()

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from engine.codes import (
+from .codes import (
     AMENDMENT_RESULTS,
     PROBLEM_CODE_FORBIDDEN,
     PROBLEM_CODE_REQUIRED,

@@ -10,9 +10,9 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from engine.codes import CancellationReason, ProblemCode
-from engine.errors import InvalidEventData, shown
-from engine.records import RequestRef
+from ..errors import InvalidEventData, shown
+from .codes import CancellationReason, ProblemCode
+from .records import RequestRef
 
 
 class Event(StrEnum):

@@ -22,11 +22,11 @@ import uvicorn
 from starlette.types import Scope
 from uvicorn.config import LOGGING_CONFIG
 
-from engine.errors import ConfigurationError, EngineError
-from engine.net import is_loopback
-from engine.sandbox.app import create_app
-from engine.sandbox.faults import ALL_FAULTS, FaultPlan, parse_kinds
-from engine.sandbox.state import SandboxState
+from ..._net import is_loopback
+from ...errors import ConfigurationError, EngineError
+from .app import create_app
+from .faults import ALL_FAULTS, FaultPlan, parse_kinds
+from .state import SandboxState
 
 DEFAULT_CLIENT_ID = "sandbox-client"
 DEFAULT_CLIENT_SECRET = "sandbox-secret"  # a well-known default: the sandbox guards nothing

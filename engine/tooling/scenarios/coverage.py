@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.codes import OrderStatus, OrderType
-from engine.events import RECEIVED, Event, EventEntry
-from engine.machine import Edge
-from engine.orders import MACHINES
+from ...core._machine import Edge
+from ...core.codes import OrderStatus, OrderType
+from ...core.events import RECEIVED, Event, EventEntry
+from ...orders import MACHINES
 
 #: How a synchronous 201 answer shows in the event log: the order's arrival, already moved on.
 _SYNC_EDGES = {

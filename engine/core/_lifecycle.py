@@ -11,20 +11,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.codes import (
+from ..errors import InvalidEventData
+from ._documents import apply_changes
+from ._machine import RETURN, RETURN_RESOLVED, Firing, Step, return_target
+from ._rules import answered_amendment, missing, violation
+from .codes import (
     AMENDMENT_RESULTS,
     CANCELLATION_RESULTS,
     FINAL_STATUSES,
     WAITING_STATUSES,
     OrderStatus,
 )
-from engine.documents import apply_changes
-from engine.errors import InvalidEventData
-from engine.events import Event
-from engine.kci import ORDER_PROPERTY, ContractRuleError, check_contract, format_datetime
-from engine.machine import RETURN, RETURN_RESOLVED, Firing, Step, return_target
-from engine.records import Kci, RequestRef
-from engine.rules import answered_amendment, missing, violation
+from .events import Event
+from .records import Kci, RequestRef
+from .wire import ORDER_PROPERTY, ContractRuleError, check_contract, format_datetime
 
 #: Events that may set committedDate on an order that already has one (the tenant drives it).
 _MAY_CHANGE_COMMITTED_DATE = frozenset({Event.ACCEPT_AMENDMENT})

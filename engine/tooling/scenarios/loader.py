@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from engine.errors import EngineError
-from engine.scenarios.model import FieldProblem, Scenario
+from ...errors import EngineError
+from .model import FieldProblem, Scenario
 
 #: File names the loader, the ``replay`` command and the pytest plugin treat as scenarios.
 SUFFIXES = (".kci.yaml", ".kci.yml")

@@ -20,19 +20,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.codes import OrderType
-from engine.errors import EngineError
-from engine.events import RECEIVED
-from engine.facade import Engine
-from engine.kci import parse_kci
-from engine.machine import Edge
-from engine.records import Kci
-from engine.scenarios.compare import compare
-from engine.scenarios.coverage import edges_exercised
-from engine.scenarios.model import Expectation, Scenario
-from engine.store.base import Store
-from engine.store.memory import MemoryStore
-from engine.testing import sequential_ids
+from ..._facade import Engine
+from ...core._machine import Edge
+from ...core.codes import OrderType
+from ...core.events import RECEIVED
+from ...core.records import Kci
+from ...core.wire import parse_kci
+from ...errors import EngineError
+from ...store.base import Store
+from ...store.memory import MemoryStore
+from ..testing import sequential_ids
+from .compare import compare
+from .coverage import edges_exercised
+from .model import Expectation, Scenario
 
 
 class _Clock:

@@ -7,10 +7,10 @@ attached to steps in the order-type charts, and their labels appear on the state
 
 from __future__ import annotations
 
-from engine.codes import CancellationReason, OrderType
-from engine.errors import ContractViolation, MissingField
-from engine.machine import Firing, Rule
-from engine.records import RequestRef
+from ..errors import ContractViolation, MissingField
+from ._machine import Firing, Rule
+from .codes import CancellationReason, OrderType
+from .records import RequestRef
 
 _UNSOLICITED_CANCEL_REASONS = frozenset(
     {

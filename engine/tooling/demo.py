@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.codes import OrderType
-from engine.errors import EngineError
-from engine.events import Event
-from engine.facade import Engine
-from engine.records import Kci
-from engine.testing import (
+from .._facade import Engine
+from ..core.codes import OrderType
+from ..core.events import Event
+from ..core.records import Kci
+from ..errors import EngineError
+from .testing import (
     COMMIT_DATES,
     cease_order,
     modify_order,
@@ -267,11 +267,11 @@ def run_demo(
     import tempfile
     from pathlib import Path
 
-    from engine.delivery.client import GatewayClient
-    from engine.delivery.dispatcher import Dispatcher
-    from engine.delivery.policy import RetryPolicy
-    from engine.sandbox import SandboxConfig, running_sandbox
-    from engine.store.sql import SqlStore
+    from ..delivery.client import GatewayClient
+    from ..delivery.dispatcher import Dispatcher
+    from ..delivery.policy import RetryPolicy
+    from ..store.sql import SqlStore
+    from .sandbox import SandboxConfig, running_sandbox
 
     store = SqlStore(store_url)
     try:

@@ -23,12 +23,12 @@ from transitions import Event as TransitionsEvent
 from transitions import EventData as TransitionsEventData
 from transitions import Machine, State, Transition
 
-from engine.codes import FINAL_STATUSES, WAITING_STATUSES, OrderStatus, OrderType, ReasonCode
-from engine.errors import EngineError, EventNotAllowed
-from engine.events import Event, EventData
+from ..errors import EngineError, EventNotAllowed
+from .codes import FINAL_STATUSES, WAITING_STATUSES, OrderStatus, OrderType, ReasonCode
+from .events import Event, EventData
 
 if TYPE_CHECKING:
-    from engine.records import Kci, OrderRecord
+    from .records import Kci, OrderRecord
 
 #: Destination of a step that goes back to the status its waiting status was entered from.
 RETURN = "RETURN"

@@ -14,8 +14,8 @@ from types import FrameType
 
 import click
 
-from engine.errors import EngineError
-from engine.sandbox.faults import ALL_FAULTS
+from ...errors import EngineError
+from .faults import ALL_FAULTS
 
 
 class _Stop(Exception):
@@ -111,8 +111,8 @@ def sandbox(
     allow_remote: bool,
 ) -> None:
     """Run a local stand-in for the Fibre Cafe Supplier Updates API until Ctrl+C."""
-    from engine.net import is_loopback
-    from engine.sandbox.server import SandboxConfig, serve
+    from ..._net import is_loopback
+    from .server import SandboxConfig, serve
 
     def ready(base_url: str) -> None:
         where = f"; recording to {record}" if record else ""

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.codes import FINAL_STATUSES, WAITING_STATUSES, OrderStatus, OrderType
-from engine.events import Event
-from engine.machine import NEW, RETURN, RETURN_RESOLVED, Edge, Step
-from engine.orders import MACHINES
-from engine.scenarios.coverage import edge_name
-from engine.scenarios.model import Scenario
-from engine.testing import COMMIT_DATES, SAMPLE_ORDERS
+from ...core._machine import NEW, RETURN, RETURN_RESOLVED, Edge, Step
+from ...core.codes import FINAL_STATUSES, WAITING_STATUSES, OrderStatus, OrderType
+from ...core.events import Event
+from ...orders import MACHINES
+from ..testing import COMMIT_DATES, SAMPLE_ORDERS
+from .coverage import edge_name
+from .model import Scenario
 
 E = Event
 S = OrderStatus

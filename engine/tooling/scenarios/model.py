@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from engine.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
-from engine.events import Event, EventData
+from ...core.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
+from ...core.events import Event, EventData
 
 #: The typed errors a scenario may expect; the replay matches the exact class, not a subclass.
 ErrorName = Literal[

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from engine.errors import EngineError
-from engine.scenarios.coverage import Coverage
-from engine.scenarios.loader import ScenarioError, discover
-from engine.scenarios.model import Scenario
-from engine.scenarios.replay import Result, replay
-from engine.scenarios.transcript import record, replay_file, transcript_path
+from ...errors import EngineError
+from .coverage import Coverage
+from .loader import ScenarioError, discover
+from .model import Scenario
+from .replay import Result, replay
+from .transcript import record, replay_file, transcript_path
 
 if TYPE_CHECKING:
-    from engine.store.sql import SqlStore
+    from ...store.sql import SqlStore
 
 Job = tuple[str, Callable[[], Result]]
 
@@ -33,7 +33,7 @@ def _store(db_url: str | None) -> Iterator[SqlStore | None]:
     if db_url is None:
         yield None
         return
-    from engine.store.sql import SqlStore  # imported here: SQLAlchemy is slow to load
+    from ...store.sql import SqlStore  # imported here: SQLAlchemy is slow to load
 
     try:
         store = SqlStore(db_url)
@@ -166,7 +166,7 @@ def _jobs(
 
     jobs = [from_file(index, path) for index, path in enumerate(files)]
     if generated:
-        from engine.scenarios.refusals import generated_scenarios
+        from .refusals import generated_scenarios
 
         for index, (name, scenario) in enumerate(generated_scenarios(), len(jobs)):
             jobs.append(from_model(index, name, scenario))

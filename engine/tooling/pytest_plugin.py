@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine.scenarios.loader import SUFFIXES, ScenarioError
-from engine.scenarios.transcript import replay_file
+from .scenarios.loader import SUFFIXES, ScenarioError
+from .scenarios.transcript import replay_file
 
 
 class ScenarioFailed(Exception):

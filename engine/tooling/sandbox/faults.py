@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.errors import ConfigurationError
+from ...errors import ConfigurationError
 
 
 class FaultKind(StrEnum):

@@ -9,11 +9,11 @@ from itertools import count
 from typing import Any
 from uuid import UUID
 
-from engine.codes import OrderType
-from engine.facade import Engine
-from engine.kci import parse_kci
-from engine.records import Kci
-from engine.store.base import Store
+from .._facade import Engine
+from ..core.codes import OrderType
+from ..core.records import Kci
+from ..core.wire import parse_kci
+from ..store.base import Store
 
 EPOCH = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

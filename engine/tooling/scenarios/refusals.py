@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from engine import rules
-from engine.codes import (
+from ...core import _rules as rules
+from ...core._machine import Rule
+from ...core.codes import (
     PROBLEM_CODE_FORBIDDEN,
     PROBLEM_CODE_REQUIRED,
     PROBLEM_CODE_SITUATIONS,
@@ -24,9 +25,8 @@ from engine.codes import (
     ProblemCode,
     ReasonCode,
 )
-from engine.machine import Rule
-from engine.orders import MACHINES
-from engine.scenarios.generate import (
+from ...orders import MACHINES
+from .generate import (
     REFERENCE,
     E,
     GenerationError,
@@ -39,7 +39,7 @@ from engine.scenarios.generate import (
     step,
     to_scenario,
 )
-from engine.scenarios.model import Scenario
+from .model import Scenario
 
 
 class Break(NamedTuple):

@@ -13,11 +13,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from engine.codes import OrderType
-from engine.errors import EngineError, EventNotAllowed, MissingField
-from engine.kci import ORDER_PROPERTY, characteristic, format_datetime
-from engine.records import Kci
-from engine.scenarios.model import ExpectedKci, ExpectedRefusal
+from ...core.codes import OrderType
+from ...core.records import Kci
+from ...core.wire import ORDER_PROPERTY, characteristic, format_datetime
+from ...errors import EngineError, EventNotAllowed, MissingField
+from .model import ExpectedKci, ExpectedRefusal
 
 _BARE = re.compile(r"[\w.:+-]+")
 

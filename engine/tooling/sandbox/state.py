@@ -20,9 +20,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.codes import OrderType
-from engine.kci import ORDER_PROPERTY, KciBody, dump_json
-from engine.sandbox.faults import FaultInjector, FaultKind, FaultPlan
+from ...core.codes import OrderType
+from ...core.wire import ORDER_PROPERTY, KciBody, dump_json
+from .faults import FaultInjector, FaultKind, FaultPlan
 
 REJECTED_STATUSES = (400, 401, 422)
 

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.scenarios.loader import SUFFIXES, TRANSCRIPT_SUFFIX, load_scenario
-from engine.scenarios.replay import Result, replay
-from engine.store.base import Store
+from ...store.base import Store
+from .loader import SUFFIXES, TRANSCRIPT_SUFFIX, load_scenario
+from .replay import Result, replay
 
 COMMENT = (
     "Golden transcript of the scenario of the same name, written by `kci-engine record`: "

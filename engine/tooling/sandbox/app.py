@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.codes import OrderType
-from engine.errors import ConfigurationError
-from engine.kci import parse_kci
-from engine.sandbox.faults import FaultKind, FaultPlan
-from engine.sandbox.state import SandboxState, Verdict
+from ...core.codes import OrderType
+from ...core.wire import parse_kci
+from ...errors import ConfigurationError
+from .faults import FaultKind, FaultPlan
+from .state import SandboxState, Verdict
 
 #: Drops the connection a request arrived on without answering; ``False`` if it cannot.
 Dropper = Callable[[Scope], Awaitable[bool]]

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from engine.codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
-from engine.kci import dump_json
+from .codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
+from .wire import dump_json
 
 
 @dataclass(slots=True)

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from engine.codes import OrderType
-from engine.errors import InvalidEventData, InvalidOrder
-from engine.kci import ORDER_MODELS
+from ..errors import InvalidEventData, InvalidOrder
+from .codes import OrderType
+from .wire import ORDER_MODELS
 
 #: Fields the engine owns: an event may not set them through its order changes.
 ENGINE_OWNED = frozenset(

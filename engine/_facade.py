@@ -14,18 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.codes import REASON_STATUSES, OrderStatus, OrderType, ReasonCode
-from engine.documents import ENGINE_OWNED, validate_order
-from engine.errors import (
-    ConcurrencyConflict,
-    ConfigurationError,
-    EngineError,
-    InvalidEventData,
-    InvalidOrder,
-    OrderNotFound,
-    shown,
-)
-from engine.events import (
+from .core._documents import ENGINE_OWNED, validate_order
+from .core._machine import NEW, Firing
+from .core.codes import REASON_STATUSES, OrderStatus, OrderType, ReasonCode
+from .core.events import (
     NO_DATA,
     RECEIVED,
     Event,
@@ -34,11 +26,19 @@ from engine.events import (
     parse_event,
     parse_event_data,
 )
-from engine.machine import NEW, Firing
-from engine.orders import MACHINES
-from engine.records import Kci, OrderRecord
-from engine.store.base import Store
-from engine.store.memory import MemoryStore
+from .core.records import Kci, OrderRecord
+from .errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    EngineError,
+    InvalidEventData,
+    InvalidOrder,
+    OrderNotFound,
+    shown,
+)
+from .orders import MACHINES
+from .store.base import Store
+from .store.memory import MemoryStore
 
 OrderInput = Mapping[str, Any] | BaseModel
 
