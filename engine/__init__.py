@@ -10,6 +10,8 @@ notifications) to send to the Fibre Cafe Supplier Updates API::
     [kci] = engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
 """
 
+import importlib.metadata as _metadata
+
 from ._facade import Engine
 from .core.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
 from .core.events import Event, EventData
@@ -43,3 +45,10 @@ __all__ = [
     "RefusedEvent",
     "Store",
 ]
+
+try:
+    __version__ = _metadata.version("kci-engine")
+except (
+    _metadata.PackageNotFoundError
+):  # pragma: no cover - running from a checkout that is not installed
+    __version__ = "0+unknown"

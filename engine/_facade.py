@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from .core._documents import ENGINE_OWNED, validate_order
-from .core._machine import NEW, Firing
-from .core.codes import REASON_STATUSES, OrderStatus, OrderType, ReasonCode
+from .core._lifecycle import Firing
+from .core.codes import OrderStatus, OrderType, ReasonCode
+from .core.contract import REASONS
 from .core.events import (
     NO_DATA,
     RECEIVED,
@@ -27,6 +28,7 @@ from .core.events import (
     parse_event_data,
 )
 from .core.records import Kci, OrderRecord
+from .core.spec import OrderTypeSpec
 from .errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -36,16 +38,11 @@ from .errors import (
     OrderNotFound,
     shown,
 )
-from .orders import MACHINES
+from .orders import SPECS
 from .store.base import Store
 from .store.memory import MemoryStore
 
 OrderInput = Mapping[str, Any] | BaseModel
-
-_SYNC_EVENTS: dict[str, Event] = {
-    OrderStatus.ACKNOWLEDGED: Event.ACKNOWLEDGED_IN_201,
-    OrderStatus.IN_PROGRESS: Event.COMMITTED_IN_201,
-}
 
 
 def utc_now() -> datetime:
@@ -132,26 +129,35 @@ class Engine:
             OrderExists: an order with that id was already accepted.
             RefusedEvent: the synchronous answer breaks the contract (e.g. no dates).
         """
-        kind = _order_type(order_type)
-        if kind is OrderType.UNSOLICITED_CEASE:
-            raise InvalidOrder("an unsolicited cease is created with create_unsolicited_cease()")
+        spec = _spec(order_type)
+        if not spec.placed_by_tenant:
+            raise InvalidOrder(
+                f"a {spec.order_type} order is created by the supplier, with "
+                "create_unsolicited_cease(), not accepted from the gateway"
+            )
         _refuse_engine_owned(order, allow_status=True)
-        document = validate_order(kind, _with_status(order, OrderStatus.SENT_TO_SUPPLIER))
-        key = check_identifier("order id", order_id or _default_order_id(document))
+        initial = spec.chart.initial
+        document = validate_order(spec, _with_status(order, OrderStatus(initial)))
+        key = check_identifier("order id", order_id or _default_key(spec, document))
         if conversation_id is not None:
             check_identifier("conversation id", conversation_id)
         record = OrderRecord(
-            key, kind, OrderStatus.SENT_TO_SUPPLIER, document, conversation_id=conversation_id
+            key, spec.order_type, initial, document, conversation_id=conversation_id
         )
         if event_id is not None and self._replayed(key, event_id, RECEIVED) is not None:
             return key
         now = self._clock()
         if answered_with is not None:
-            sync = _SYNC_EVENTS.get(answered_with) if isinstance(answered_with, str) else None
+            sync = (
+                spec.synchronous_answers.get(answered_with)
+                if isinstance(answered_with, str)
+                else None
+            )
             if sync is None:
+                statuses = " or ".join(sorted(spec.synchronous_answers))
                 raise InvalidEventData(
-                    f"order {key}: answered_with: a synchronous 201 answer carries ACKNOWLEDGED "
-                    f"or IN_PROGRESS, not {_plain(answered_with)}",
+                    f"order {key}: answered_with: a synchronous 201 answer carries {statuses}, "
+                    f"not {_plain(answered_with)}",
                     order_id=key,
                     status=record.status,
                 )
@@ -182,14 +188,16 @@ class Engine:
             OrderExists: an order with that id already exists.
             RefusedEvent: the CREATED KCI would break the contract.
         """
+        spec = SPECS[OrderType.UNSOLICITED_CEASE]
         _refuse_engine_owned(order, allow_status=True)
-        document = validate_order(OrderType.UNSOLICITED_CEASE, order)
-        if document["status"] not in REASON_STATUSES[ReasonCode.CREATED]:
+        document = validate_order(spec, order)
+        created = REASONS[ReasonCode.CREATED].statuses
+        if document["status"] not in created:
             raise InvalidOrder(
-                f"an unsolicited cease is created ACKNOWLEDGED or IN_PROGRESS, "
+                f"an unsolicited cease is created {' or '.join(sorted(created))}, "
                 f"not {document['status']}"
             )
-        key = check_identifier("order id", order_id or str(document["supplierOrderReference"]))
+        key = check_identifier("order id", order_id or _default_key(spec, document))
         if conversation_id is not None:
             check_identifier("conversation id", conversation_id)
         if event_id is not None:
@@ -197,7 +205,7 @@ class Engine:
             if prior is not None:
                 return prior
         record = OrderRecord(
-            key, OrderType.UNSOLICITED_CEASE, NEW, document, conversation_id=conversation_id
+            key, spec.order_type, spec.chart.initial, document, conversation_id=conversation_id
         )
         now = self._clock()
         kcis = self._fire(record, Event.CREATE, NO_DATA, now)
@@ -314,9 +322,16 @@ class Engine:
         return self.store.kcis(order_id)
 
     def allowed_events(self, order_id: str) -> list[Event]:
-        """The events the order's current status allows, sorted by name."""
+        """The events the order's current status allows, sorted by name (some of them only
+        for some histories: a delay that began before commitment ends with an UPDATE)."""
         record = self.store.load(order_id)
-        return sorted(MACHINES[record.order_type].allowed(record.status))
+        return sorted(SPECS[record.order_type].allowed(record.status))
+
+    def is_final(self, order_id: str) -> bool:
+        """Whether the order is in a final status (no event leaves it)."""
+        record = self.store.load(order_id)
+        state = SPECS[record.order_type].chart.state(record.status)
+        return state is not None and state.final
 
     def events(self, order_id: str) -> list[EventEntry]:
         """The order's event log: every event applied to it, oldest first."""
@@ -343,8 +358,9 @@ class Engine:
         return prior
 
     def _fire(self, record: OrderRecord, event: Event, data: EventData, now: datetime) -> list[Kci]:
-        firing = Firing(record, event, data, now, self._new_id)
-        MACHINES[record.order_type].fire(firing)
+        spec = SPECS[record.order_type]
+        firing = Firing(spec, record, event, data, now, self._new_id)
+        spec.machine.fire(firing)
         return firing.kcis
 
 
@@ -352,11 +368,11 @@ def _ids(kcis: list[Kci]) -> tuple[str, ...]:
     return tuple(kci.kci_id for kci in kcis)
 
 
-def _order_type(value: OrderType | str) -> OrderType:
+def _spec(value: OrderType | str) -> OrderTypeSpec:
     try:
         if not isinstance(value, str):
             raise ValueError(value)  # Enum lookup would repr (and deeply recurse into) the value
-        return OrderType(value)
+        return SPECS[OrderType(value)]
     except ValueError:
         known = ", ".join(t.value for t in OrderType)
         raise InvalidOrder(f"unknown order type {shown(value)}; known types: {known}") from None
@@ -405,9 +421,10 @@ def _refuse_engine_owned(order: OrderInput, *, allow_status: bool) -> None:
         )
 
 
-def _default_order_id(document: Mapping[str, Any]) -> str:
-    if document.get("id") is not None and document.get("tenant"):
-        return f"{document['tenant']}:{document['id']}"
-    if document.get("supplierOrderReference"):
-        return str(document["supplierOrderReference"])
-    raise InvalidOrder("give order_id, or an order with tenant and id, or a supplierOrderReference")
+def _default_key(spec: OrderTypeSpec, document: Mapping[str, Any]) -> str:
+    key = spec.default_key(document)
+    if key is None:
+        raise InvalidOrder(
+            "give order_id, or an order with tenant and id, or a supplierOrderReference"
+        )
+    return key

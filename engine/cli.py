@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .core.wire import kci_json_schema
+from .core.codes import OrderType
 from .errors import EngineError
+from .orders import kci_json_schema
 from .tooling.sandbox.command import sandbox
 from .tooling.scenarios.command import record_command, replay_command
 
@@ -26,10 +27,49 @@ if TYPE_CHECKING:
 DB_HELP = "Database URL (sqlite:///FILE or postgresql+psycopg://...); env KCI_ENGINE_DB."
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str) -> None:
+    """Log the engine's own records (the ``kci_engine`` loggers) to stderr at ``level``.
+
+    Only the command does this: the library configures no logging, and the root logger is left
+    alone, so Alembic's and httpx's INFO lines stay out of the output.
+    """
+    logger = logging.getLogger("kci_engine")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not at creation)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kci-engine")
-def main() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="KCI_LOG_LEVEL",
+    help="How much the engine logs to stderr (env KCI_LOG_LEVEL).",
+)
+def main(log_level: str) -> None:
     """kci-engine: order lifecycles that keep the customer informed (Fibre Cafe KCIs)."""
+    configure_logging(log_level)
 
 
 main.add_command(sandbox)
@@ -121,7 +161,7 @@ def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("--concurrency", type=int, help="Orders delivered at once (KCI_CONCURRENCY).")
 @click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every delivery.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
 def dispatch(
     config_file: Path | None,
     db_url: str | None,
@@ -136,11 +176,8 @@ def dispatch(
     from .delivery.policy import RetryPolicy
     from .delivery.settings import load_settings
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if verbose:
+        logging.getLogger("kci_engine").setLevel(logging.DEBUG)
     with _errors():
         settings = load_settings(config_file, engine_db=db_url, concurrency=concurrency)
         client = GatewayClient(
@@ -247,35 +284,32 @@ def outbox_retry(order_id: str, db_url: str) -> None:
     click.echo(f"re-queued {count} KCI(s) of order {order_id}")
 
 
-@main.command()
-@click.option("--check", is_flag=True, help="Exit 1, naming each file, if any is out of date.")
+@main.command("chart")
+@click.argument("order_type", type=click.Choice([t.value for t in OrderType]))
 @click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(),
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "svg", "matrix"]),
+    default="mermaid",
     show_default=True,
-    help="The directory holding statecharts/ and docs/.",
+    help="Mermaid text, Graphviz DOT, an SVG (needs Graphviz) or the reason-code matrix table.",
 )
-def statecharts(check: bool, root: Path) -> None:
-    """Write statecharts/*.mmd and *.svg and docs/reason-code-matrix.md from the machines."""
-    from .tooling.diagrams import check as check_files
-    from .tooling.diagrams import write
+def chart_command(order_type: str, fmt: str) -> None:
+    """Print ORDER_TYPE's statechart or reason-code matrix, as the running engine has it
+    (read-only: nothing is written; redirect it where you want it)."""
+    from .tooling import diagrams
 
-    charts, docs = root / "statecharts", root / "docs"
-    if check:
-        problems = check_files(charts, docs, root=root)
-        for problem in problems:
-            click.echo(problem, err=True)
-        if problems:
-            sys.exit(1)
-        click.echo("statecharts and reason-code matrix are up to date")
-        return
+    kind = OrderType(order_type)
     with _errors():
-        written = write(charts, docs)
-    for path in written:
-        click.echo(f"wrote {path}")
-    if not written:
-        click.echo("statecharts and reason-code matrix are up to date")
+        if fmt == "mermaid":
+            text = diagrams.mermaid(kind)
+        elif fmt == "dot":
+            text = diagrams.dot(kind)
+        elif fmt == "svg":
+            text = diagrams.render_svg(diagrams.dot(kind))
+        else:
+            text = diagrams.matrix_markdown(kind)
+    click.echo(text, nl=False)
 
 
 @main.group()

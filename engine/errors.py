@@ -1,19 +1,25 @@
-"""The one exception tree of kci-engine.
+"""The one exception tree of kci-engine: every error the package raises is an :class:`EngineError`.
 
 Users catch these, never ``transitions.MachineError``, ``pydantic.ValidationError``,
 ``sqlalchemy`` or ``httpx`` errors: foreign errors are translated where they cross into the engine.
 
     EngineError
     ├── RefusedEvent                 an event was refused; nothing was written or sent
-    │   ├── EventNotAllowed          the event is not allowed in the order's current status
+    │   ├── EventNotAllowed          the event is not allowed in the order's status (or history)
     │   ├── ContractViolation        the KCI it would send breaks the Fibre Cafe contract
     │   │   └── MissingField         a field the contract requires is missing
     │   └── InvalidEventData         the event's data is malformed (wrong type, unknown field)
     ├── InvalidOrder                 an order document is malformed
     ├── OrderNotFound
     ├── OrderExists
-    ├── ConcurrencyConflict          another writer changed the order first
-    └── ConfigurationError           a setting is missing or malformed
+    ├── ConcurrencyConflict          another writer changed the order first (retry it)
+    ├── ConfigurationError           a setting is missing or malformed
+    ├── ChartError                   an order-type chart is malformed (found when it is defined)
+    ├── DeliveryError                delivery to the gateway cannot go on
+    │   └── CredentialsRejected      the gateway refused the client credentials or the token
+    ├── ScenarioError                a scenario file is malformed (FILE:LINE: field: message)
+    ├── ScenarioFailed               a scenario's replay differed from what its file says
+    └── GenerationError              the scenario generator cannot reach or break part of a chart
 
 Every error that concerns an order carries ``order_id``, and where relevant ``status`` and
 ``event``, as attributes as well as in its message.
@@ -22,8 +28,8 @@ Every error that concerns an order carries ``order_id``, and where relevant ``st
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 60, 60
@@ -54,18 +60,33 @@ class EngineError(Exception):
         self.event = event
 
 
+def _refused_at(order_id: str | None, status: str | None, event: str | None) -> str:
+    return f"order {order_id}: event '{event}' in status {status} refused: " if event else ""
+
+
 class RefusedEvent(EngineError):
     """An event was refused. The order, its KCI stream and the store are unchanged."""
 
 
 class EventNotAllowed(RefusedEvent):
-    """The event is not allowed in the order's current status."""
+    """The event is not allowed in the order's current status, or (``why``) not for this
+    order's history (a delay that began before the order was committed cannot be RESUMED)."""
 
-    def __init__(self, *, order_id: str, status: str, event: str, allowed: Iterable[str]) -> None:
+    def __init__(
+        self,
+        *,
+        order_id: str,
+        status: str,
+        event: str,
+        allowed: Iterable[str],
+        why: str | None = None,
+    ) -> None:
         self.allowed = tuple(sorted(allowed))
+        self.why = why
         listed = ", ".join(self.allowed) if self.allowed else "none (the status is final)"
+        because = f" for this order: {why}" if why else ""
         super().__init__(
-            f"order {order_id}: event '{event}' is not allowed in status {status}; "
+            f"order {order_id}: event '{event}' is not allowed in status {status}{because}; "
             f"allowed events: {listed}",
             order_id=order_id,
             status=status,
@@ -74,7 +95,8 @@ class EventNotAllowed(RefusedEvent):
 
 
 class ContractViolation(RefusedEvent):
-    """The KCI the event would produce breaks a rule of the Fibre Cafe contract."""
+    """The KCI the event would produce breaks a rule of the Fibre Cafe contract; ``rule`` says
+    which, starting with the wire field concerned where there is one."""
 
     def __init__(
         self,
@@ -85,12 +107,21 @@ class ContractViolation(RefusedEvent):
         event: str | None = None,
     ) -> None:
         self.rule = rule
-        where = f"order {order_id}: event '{event}' in status {status} refused: " if event else ""
-        super().__init__(f"{where}{rule}", order_id=order_id, status=status, event=event)
+        super().__init__(
+            f"{_refused_at(order_id, status, event)}{rule}",
+            order_id=order_id,
+            status=status,
+            event=event,
+        )
+
+    def at(self, *, order_id: str, status: str, event: str) -> ContractViolation:
+        """The same violation, told of an order's event."""
+        return ContractViolation(self.rule, order_id=order_id, status=status, event=event)
 
 
 class MissingField(ContractViolation):
-    """A field the contract requires for this event is missing."""
+    """A field the contract requires for this event is missing; ``why`` says why it must be
+    there."""
 
     def __init__(
         self,
@@ -102,9 +133,13 @@ class MissingField(ContractViolation):
         event: str | None = None,
     ) -> None:
         self.field = field
+        self.why = why
         super().__init__(
             f"{field} is required: {why}", order_id=order_id, status=status, event=event
         )
+
+    def at(self, *, order_id: str, status: str, event: str) -> MissingField:
+        return MissingField(self.field, self.why, order_id=order_id, status=status, event=event)
 
 
 class InvalidEventData(RefusedEvent):
@@ -130,8 +165,54 @@ class OrderExists(EngineError):
 
 
 class ConcurrencyConflict(EngineError):
-    """Another writer changed the order between this writer's read and its commit."""
+    """Another writer changed the order between this writer's read and its commit; applying
+    the event again (``Engine(conflict_retries=...)``) is safe."""
 
 
 class ConfigurationError(EngineError):
     """A configuration value is missing or malformed."""
+
+
+class ChartError(EngineError):
+    """An order-type chart is malformed (found when it is defined, at import time)."""
+
+
+class DeliveryError(EngineError):
+    """Delivery cannot go on (e.g. the gateway rejects the credentials)."""
+
+
+class CredentialsRejected(DeliveryError):
+    """The gateway refused the client credentials or the token: fix the configuration."""
+
+
+class Problem(NamedTuple):
+    """One mistake in a scenario file: its line (0 if unknown), field and what is wrong."""
+
+    line: int
+    field: str
+    message: str
+
+
+class ScenarioError(EngineError):
+    """A scenario file is malformed. The message has one line per problem,
+    ``FILE:LINE: field: message``; ``line`` and ``field`` are those of the first."""
+
+    def __init__(self, path: str, problems: Sequence[Problem]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        self.line = self.problems[0].line
+        self.field = self.problems[0].field
+        super().__init__(
+            "\n".join(
+                f"{path}:{p.line}: {p.field + ': ' if p.field else ''}{p.message}"
+                for p in self.problems
+            )
+        )
+
+
+class ScenarioFailed(EngineError):
+    """A scenario's replay differed from what its file says; the message is the readable diff."""
+
+
+class GenerationError(EngineError):
+    """The scenario generator cannot reach or break part of a chart: the model needs teaching."""

@@ -67,7 +67,7 @@ def test_a_422_parks_that_order_and_every_other_order_is_delivered(sqlite_url: s
     broken = store.kcis(ids[1])[2]
     body = dict(broken.body)
     body.pop("problemCode")
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         conn.execute(
             OUTBOX.update().where(OUTBOX.c.kci_id == broken.kci_id).values(body=json.dumps(body))
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from kci_engine.cli import main
 from kci_engine.core.codes import OrderType, ReasonCode
-from kci_engine.core.wire import ORDER_PROPERTY, parse_kci
+from kci_engine.orders import SPECS, parse_kci
 from kci_engine.tooling.demo import SAMPLES, play
 from kci_engine.tooling.testing import assert_valid_stream, test_engine
 
@@ -32,7 +32,7 @@ def test_demo_jsonl_holds_valid_bodies_numbered_per_order(tmp_path: Path) -> Non
     for line in out.read_text().splitlines():
         body = json.loads(line)
         parse_kci(body)
-        prop = next(p for p in ORDER_PROPERTY.values() if p in body)
+        prop = next(p for p in [s.kci_property for s in SPECS.values()] if p in body)
         order = body[prop]
         per_order[
             f"{order.get('tenant')}:{order.get('id') or order['supplierOrderReference']}"

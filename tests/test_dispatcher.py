@@ -11,9 +11,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 from kci_engine import Engine, Event
-from kci_engine.delivery.client import CredentialsRejected, GatewayClient
+from kci_engine.delivery.client import GatewayClient
 from kci_engine.delivery.dispatcher import Dispatcher
 from kci_engine.delivery.policy import RetryPolicy
+from kci_engine.errors import CredentialsRejected
 from kci_engine.store.outbox import Outbox
 from kci_engine.store.sql import SqlStore
 from kci_engine.tooling.testing import COMMIT_DATES, provide_order
@@ -186,5 +187,5 @@ def test_stop_lets_requests_in_flight_finish(sqlite_url: str) -> None:
 def _lease_owners(store: SqlStore) -> list[object]:
     from kci_engine.store.tables import LEASES
 
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         return [row.owner for row in conn.execute(LEASES.select())]

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from kci_engine.core._documents import ENGINE_OWNED, IMMUTABLE, apply_changes, validate_order
 from kci_engine.core.codes import OrderType
-from kci_engine.core.wire import ModifyServiceOrder
+from kci_engine.core.spec import OrderTypeSpec
 from kci_engine.errors import InvalidEventData, InvalidOrder
+from kci_engine.orders import SPECS
+from kci_engine.orders.modify import ModifyServiceOrder
 from kci_engine.tooling.testing import (
     cease_order,
     modify_order,
@@ -16,10 +18,13 @@ from kci_engine.tooling.testing import (
     unsolicited_cease_order,
 )
 
-P, C, M, U = OrderType.PROVIDE, OrderType.CEASE, OrderType.MODIFY, OrderType.UNSOLICITED_CEASE
+P, C, M, U = (
+    SPECS[t]
+    for t in (OrderType.PROVIDE, OrderType.CEASE, OrderType.MODIFY, OrderType.UNSOLICITED_CEASE)
+)
 
 
-def document(order_type: OrderType, **extra: Any) -> dict[str, Any]:
+def document(order_type: OrderTypeSpec, **extra: Any) -> dict[str, Any]:
     samples = {P: provide_order, C: cease_order, M: modify_order}
     if order_type is U:
         return validate_order(U, unsolicited_cease_order(**extra))
@@ -72,9 +77,11 @@ def test_validate_order_names_every_wrong_field() -> None:
     ],
 )  # fmt: skip
 def test_validate_order_refuses_an_invalid_order_naming_the_field(
-    order_type: OrderType, order: dict[str, Any], field: str
+    order_type: OrderTypeSpec, order: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidOrder, match=f"invalid {order_type.value} order: .*{field}"):
+    with pytest.raises(
+        InvalidOrder, match=f"invalid {order_type.order_type.value} order: .*{field}"
+    ):
         validate_order(order_type, order)
 
 
@@ -200,11 +207,12 @@ def test_order_changes_apply_before_characteristics() -> None:
 
 
 @pytest.mark.parametrize("order_type", [C, U])
-def test_cease_orders_carry_no_characteristics(order_type: OrderType) -> None:
+def test_cease_orders_carry_no_characteristics(order_type: OrderTypeSpec) -> None:
     with pytest.raises(InvalidEventData) as info:
         apply_changes(order_type, document(order_type), None, {"SERVICE_ID": "S"})
     assert str(info.value) == (
-        f"service_characteristics: a {order_type.value} order carries no service characteristics"
+        f"service_characteristics: a {order_type.order_type.value} order carries no service "
+        "characteristics"
     )
 
 
@@ -245,7 +253,7 @@ def test_malformed_characteristics_are_refused(
     ],
 )  # fmt: skip
 def test_a_bad_change_is_refused_naming_the_order_field(
-    order_type: OrderType, changes: dict[str, Any], message: str
+    order_type: OrderTypeSpec, changes: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InvalidEventData) as info:
         apply_changes(order_type, document(order_type), changes)

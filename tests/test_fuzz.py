@@ -265,7 +265,7 @@ def _attempt(call: Callable[[], Any], *errors: type[Exception]) -> tuple[Any, An
 
 
 def _table_counts(store: SqlStore) -> tuple[int, ...]:
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         return tuple(
             int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
             for t in (ORDERS, OUTBOX, EVENTS)

@@ -58,7 +58,6 @@ def _path(order_type: OrderType, status: str) -> list[tuple[Event, dict[str, Any
     reason = "NO_AUTHORISATION" if order_type is U else "CUSTOMER_CHANGED_MIND"
     paths: dict[str, list[tuple[Event, dict[str, Any]]]] = {
         S.SENT_TO_SUPPLIER: [],
-        "SENT_TO_SUPPLIER+KCI": [(E.WARN, {"problem_code": "NETWORK_ISSUE"})],
         S.ACKNOWLEDGED: ack,
         S.IN_PROGRESS: in_progress,
         S.HELD: [*in_progress, (E.DELAY, {"problem_code": "NETWORK_ISSUE"})],
@@ -255,20 +254,16 @@ VIOLATIONS = [
     case("tenant-reason-on-an-unsolicited-cease", U, S.ACKNOWLEDGED, E.CANCELLATION_RECEIVED,
          {"cancellation_id": 901, "cancellation_reason": "CUSTOMER_CHANGED_MIND"},
          "CUSTOMER_CHANGED_MIND is not a cancellation reason for an unsolicited cease"),
-    case("update-without-changes", P, S.IN_PROGRESS, E.UPDATE, {}, "nothing on the order changed"),
-    case("update-with-empty-changes", C, S.HELD, E.UPDATE, {"order": {}}, "nothing on the order"),
+    case("update-without-changes", P, S.IN_PROGRESS, E.UPDATE, {}, "nothing new for the tenant"),
+    case("update-with-empty-changes", C, S.HELD, E.UPDATE, {"order": {}}, "nothing new"),
     case("update-restating-a-value", M, S.ACKNOWLEDGED, E.UPDATE,
-         {"order": {"serviceId": "SVC-EXISTING-1"}}, "nothing on the order changed"),
+         {"order": {"serviceId": "SVC-EXISTING-1"}}, "nothing new for the tenant"),
     case("update-removing-an-absent-field", P, S.PENDING, E.UPDATE, {"order": {"notes": None}},
-         "nothing on the order changed"),
+         "nothing new for the tenant"),
     case("add-information-without-changes", U, S.IN_PROGRESS, E.ADD_INFORMATION, TXT,
-         "nothing on the order changed"),
+         "nothing new for the tenant"),
     case("add-information-restating-a-characteristic", P, S.IN_PROGRESS, E.ADD_INFORMATION,
-         {"service_characteristics": {"LINE_PROFILE": "900"}}, "nothing on the order changed"),
-    case("synchronous-201-after-a-KCI", P, "SENT_TO_SUPPLIER+KCI", E.ACKNOWLEDGED_IN_201, REF,
-         "a synchronous 201 answer is given on the create request, before any KCI was sent"),
-    case("synchronous-201-commit-after-a-KCI", M, "SENT_TO_SUPPLIER+KCI", E.COMMITTED_IN_201,
-         {"order": {**REF["order"], **COMMIT_DATES}}, "before any KCI was sent"),
+         {"service_characteristics": {"LINE_PROFILE": "900"}}, "nothing new for the tenant"),
 ]  # fmt: skip
 
 
@@ -647,3 +642,15 @@ def test_reappointed_with_target_date_removed_is_refused(engine: Engine) -> None
     )
     assert isinstance(exc, MissingField)
     assert exc.field == "targetDate"
+
+
+@pytest.mark.parametrize("event", [E.ACKNOWLEDGED_IN_201, E.COMMITTED_IN_201])
+def test_a_synchronous_answer_after_the_first_kci_is_not_allowed(
+    engine: Engine, event: Event
+) -> None:
+    """A 201 answer is given on the create request; the first KCI leaves SENT_TO_SUPPLIER (no
+    KCI carries that gateway status), so the answer can no longer be recorded after it."""
+    order_id, _ = order_in(engine, P, S.ACKNOWLEDGED)
+    with pytest.raises(EventNotAllowed) as info:
+        engine.apply(order_id, event, {"order": {**REF["order"], **COMMIT_DATES}})
+    assert "acknowledged_in_201" not in info.value.allowed

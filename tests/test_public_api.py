@@ -7,7 +7,13 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ["kci_engine", "kci_engine.store", "kci_engine.delivery", "kci_engine.tooling.sandbox"]
+PACKAGES = [
+    "kci_engine",
+    "kci_engine.store",
+    "kci_engine.delivery",
+    "kci_engine.orders",
+    "kci_engine.tooling.sandbox",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

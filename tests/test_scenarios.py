@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import kci_engine.core.wire as wire_module
 import pytest
 from click.testing import CliRunner
 from kci_engine.core.codes import OrderType, ReasonCode
-from kci_engine.core.wire import parse_kci
-from kci_engine.orders import MACHINES
+from kci_engine.orders import SPECS, parse_kci
 from kci_engine.store.sql import SqlStore
 from kci_engine.tooling.scenarios.command import record_command, replay_command
 from kci_engine.tooling.scenarios.coverage import Coverage, edge_name
@@ -274,7 +272,8 @@ def test_a_refusal_other_than_the_expected_one_fails(refused: str, diff: str) ->
     text = f"""\
 title: Provide warn without problemCode
 order_type: provide
-order: {{id: 1, tenant: T}}
+order: {{id: 1, tenant: T, supplierOrderReference: S-1}}
+start: {{answered_with: ACKNOWLEDGED}}
 steps:
   - event: warn
     data: {{text: Heads up}}
@@ -367,7 +366,7 @@ def test_the_library_has_forty_lifecycles_and_takes_every_transition_of_every_ma
     coverage = Coverage()
     for result in library():
         coverage.add(result.scenario.order_type, result.edges)
-    assert coverage.figures() == {t: (len(m.edges), len(m.edges)) for t, m in MACHINES.items()}
+    assert coverage.figures() == {t: (len(m.edges), len(m.edges)) for t, m in SPECS.items()}
     assert coverage.complete()
     assert set(OrderType) == {load_scenario(p).scenario.order_type for p in FILES}
 
@@ -476,7 +475,7 @@ def test_replay_passes_the_library_with_full_coverage_and_skips_transcript_paths
     assert f"{len(FILES)} scenarios: {len(FILES)} passed, 0 failed ({len(FILES)} transcript" in (
         out.output
     )
-    for order_type, machine in MACHINES.items():
+    for order_type, machine in SPECS.items():
         total = len(machine.edges)
         assert f"  {order_type.value:<18} {total:>3}/{total:<3} 100.0 %" in out.output
 
@@ -627,19 +626,19 @@ def test_the_generated_lifecycles_cover_every_transition_of_every_machine() -> N
     for name, scenario in COVERING:
         coverage.add(scenario.order_type, replay(scenario, name=name).edges)
     assert coverage.complete(), "\n".join(coverage.lines(detail=50))
-    assert len(COVERING) == sum(len(m.edges) for m in MACHINES.values())
+    assert len(COVERING) == sum(len(m.edges) for m in SPECS.values())
 
 
 def test_the_generated_refusals_break_every_guard_of_every_chart() -> None:
     names = {name for name, _ in REFUSING}
-    for order_type, machine in MACHINES.items():
+    for order_type, machine in SPECS.items():
         for edge in machine.edges:
             for rule in edge.step.rules:
                 if edge.step.event.value == "create":
                     continue
                 prefix = f"refuse/{order_type.value}:{edge.step.event.value}:{edge.source}/"
                 assert any(n.startswith(prefix) for n in names), (edge, rule.label)
-        for state in machine.chart.states:
+        for state in machine.chart.names:
             if state != "NEW":
                 assert f"not-allowed/{order_type.value}:{state}" in names
 
@@ -652,7 +651,8 @@ def test_completing_without_service_id_fails_a_library_scenario_and_generated_re
 ) -> None:
     """Let COMPLETED through without SERVICE_ID (or serviceId): a hand-written scenario and the
     generated refusals must both notice."""
-    monkeypatch.setattr(wire_module, "_check_completion", lambda order_type, order: None)
+    for spec in SPECS.values():
+        monkeypatch.setattr(spec, "completion", None)
     hand = replay_file(LIBRARY / "provide-delayed-wayleave-reappointed-completed.kci.yaml")
     assert not hand.passed
     assert "- refused MissingField field=serviceOrderItem.serviceCharacteristics" in hand.report()
@@ -669,14 +669,14 @@ def test_an_answer_that_ignores_resolves_request_fails_generated_and_library_sce
 ) -> None:
     """Break the charts' return condition (an accepted amendment always resolves PENDING): the
     model, which decides returns itself, and the library both notice."""
-    import kci_engine.core._machine as machine_module
+    import kci_engine.core._lifecycle as lifecycle
 
-    original = machine_module.return_target
+    original = lifecycle.return_target
 
-    def always_resolves(step: Any, stack: list[str], resolves: bool) -> tuple[str | None, int]:
-        return original(step, stack, True)
+    def always_resolves(chart: Any, step: Any, stack: list[str], resolves: bool) -> tuple[str, int]:
+        return original(chart, step, stack, True)
 
-    monkeypatch.setattr(machine_module, "return_target", always_resolves)
+    monkeypatch.setattr(lifecycle, "return_target", always_resolves)
     failing = [n for n, s in COVERING if not replay(s, name=n).passed]
     assert failing == [
         "cover/provide:accept_amendment:PENDING_AMENDMENT->PENDING[was PENDING]",
@@ -728,17 +728,17 @@ def test_record_and_replay_report_bad_paths_and_settings(tmp_path: Path) -> None
 def test_a_crash_in_one_scenario_does_not_hide_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kci_engine.tooling.scenarios import command
+    from kci_engine.tooling.scenarios import transcript as files
 
     crashing = write(tmp_path, "crash.kci.yaml", BASE)
-    original = command.replay_file
+    original = files.replay_file
 
     def replay_or_crash(path: Path, **kwargs: Any) -> Result:
         if path == crashing:
             raise RuntimeError("boom")
         return original(path, **kwargs)
 
-    monkeypatch.setattr(command, "replay_file", replay_or_crash)
+    monkeypatch.setattr(files, "replay_file", replay_or_crash)
     out = CliRunner().invoke(CLI, ["replay", str(crashing), str(FILES[0])])
     assert out.exit_code == 1
     assert f"ERROR {crashing}: crashed: RuntimeError: boom" in out.output

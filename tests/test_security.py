@@ -29,11 +29,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from kci_engine import Engine
 from kci_engine.cli import main
-from kci_engine.delivery.client import CredentialsRejected, GatewayClient, check_base_url
+from kci_engine.delivery.client import GatewayClient, check_base_url
 from kci_engine.delivery.dispatcher import Dispatcher
 from kci_engine.delivery.policy import RetryPolicy
 from kci_engine.delivery.settings import load_settings
-from kci_engine.errors import ConfigurationError
+from kci_engine.errors import ConfigurationError, CredentialsRejected
 from kci_engine.store.outbox import Outbox
 from kci_engine.store.sql import SqlStore
 from kci_engine.store.tables import OUTBOX
@@ -95,7 +95,7 @@ def delivery_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     broken = played[0].kcis[3]  # the DELAY: without its problemCode the gateway answers 422
     body = dict(broken.body)
     body.pop("problemCode")
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         conn.execute(
             OUTBOX.update().where(OUTBOX.c.kci_id == broken.kci_id).values(body=json.dumps(body))
         )

@@ -7,7 +7,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +66,84 @@ def test_api_reference_renders_the_public_surface(site: Path) -> None:
     assert missing == []
     assert 'id="kci_engine.store.sql.SqlStore.joined"' in page
     assert ":class:`" not in page  # Sphinx roles are rewritten by docs/hooks.py
+
+
+# --- The pages in a real browser ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+#: The flags a headless Chromium needs here: no sandbox as root, and nothing reaching outside.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: A laptop's width, the one the reviewer's 1,400 px report was made at.
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser_page(site: Path) -> Iterator[Any]:
+    """A headless Chromium page, and the site served on loopback."""
+    missing = importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).exists()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "Chromium and playwright are required in CI: bash tools/dev.sh installs them"
+            )
+        pytest.skip("Chromium or playwright is not installed")
+    from playwright.sync_api import sync_playwright
+
+    handler = partial(SimpleHTTPRequestHandler, directory=str(site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.base_url = f"http://127.0.0.1:{server.server_address[1]}/"  # type: ignore[attr-defined]
+        yield page
+        browser.close()
+    server.shutdown()
+    server.server_close()
+
+
+#: Per wide table on a page: how much it overflows its box (scrolls sideways), and how many
+#: identifiers (code spans) are broken across lines.
+_TABLE_FIT = """
+() => [...document.querySelectorAll('.md-typeset__table')].map(box => ({
+    overflow: box.scrollWidth - box.clientWidth,
+    broken: [...box.querySelectorAll('code')]
+        .filter(code => code.getClientRects().length > 1)
+        .map(code => code.textContent),
+}))
+"""
+
+
+@pytest.mark.parametrize("path", ["reason-code-matrix/", "contract/"])
+def test_wide_tables_fit_the_page_without_breaking_identifiers(
+    browser_page: Any, path: str
+) -> None:
+    browser_page.goto(browser_page.base_url + path)
+    tables = browser_page.evaluate(_TABLE_FIT)
+    assert tables, f"no tables on {path}"
+    for number, table in enumerate(tables):
+        assert table["overflow"] <= 1, f"{path} table {number} is clipped by {table['overflow']} px"
+        assert table["broken"] == [], f"{path} table {number} breaks {table['broken'][:5]}"
+
+
+def test_the_lifecycles_page_keeps_the_navigation_and_fits_its_charts(browser_page: Any) -> None:
+    browser_page.goto(browser_page.base_url + "lifecycles/")
+    navigation = browser_page.locator(".md-sidebar--primary")
+    assert navigation.is_visible()
+    box = navigation.bounding_box()
+    assert box is not None
+    assert box["width"] > 100
+    widths = browser_page.evaluate(
+        "() => [...document.querySelectorAll('.statechart img')].map(img => "
+        "[img.getBoundingClientRect().right, document.documentElement.clientWidth])"
+    )
+    assert len(widths) == 4
+    assert all(right <= page_width for right, page_width in widths), widths

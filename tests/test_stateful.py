@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import kci_engine.core.wire as wire_module
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -24,21 +23,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from kci_engine.core.codes import (
-    FINAL_STATUSES,
-    PROBLEM_CODE_FORBIDDEN,
-    PROBLEM_CODE_REQUIRED,
-    PROBLEM_CODE_SITUATIONS,
-    REASON_SITUATION,
-    OrderType,
-    ProblemCode,
-    ReasonCode,
-)
+from kci_engine.core.codes import OrderType, ProblemCode, ReasonCode
+from kci_engine.core.contract import PROBLEM_CODES, REASONS, Need
 from kci_engine.core.events import Event, parse_event_data
 from kci_engine.core.records import Kci
-from kci_engine.core.wire import ORDER_PROPERTY, characteristic
 from kci_engine.errors import EventNotAllowed, InvalidEventData, RefusedEvent
-from kci_engine.tooling.scenarios.generate import State, valid_data
+from kci_engine.orders import SPECS
+from kci_engine.tooling.scenarios.generate import State, choose, valid_data
 from kci_engine.tooling.testing import COMMIT_DATES, SAMPLE_ORDERS, assert_valid_stream, test_engine
 
 U = OrderType.UNSOLICITED_CEASE
@@ -51,19 +42,22 @@ def check_kci(order_type: OrderType, kci: Kci) -> None:
     body = kci.body
     code = body.get("problemCode")
     reason = kci.reason_code
-    if reason in PROBLEM_CODE_REQUIRED:
+    rule = REASONS[reason]
+    if rule.problem_code is Need.REQUIRED:
         assert code is not None, f"{reason} without problemCode"
-    if reason in PROBLEM_CODE_FORBIDDEN:
+    if rule.problem_code is Need.FORBIDDEN:
         assert code is None, f"problemCode on {reason}"
     if code == ProblemCode.OTHER:
         assert body.get("text") or body.get("supplierCodes"), "OTHER without text"
-    if code is not None and reason in REASON_SITUATION:
-        allowed = PROBLEM_CODE_SITUATIONS[ProblemCode(code)]
-        assert allowed is None or REASON_SITUATION[reason] in allowed, f"{code} on {reason}"
-    order = body[ORDER_PROPERTY[order_type]]
+    if code is not None and rule.situation is not None:
+        allowed = PROBLEM_CODES[ProblemCode(code)]
+        assert allowed is None or rule.situation in allowed, f"{code} on {reason}"
+    spec = SPECS[order_type]
+    order = body[spec.kci_property]
     assert order["status"] == kci.status
+    assert order["status"] != "SENT_TO_SUPPLIER", "a KCI carrying a status only the gateway sets"
     if reason is ReasonCode.COMPLETED and order_type is OrderType.PROVIDE:
-        assert characteristic(order_type, order, "SERVICE_ID"), "COMPLETED without SERVICE_ID"
+        assert spec.characteristic(order, "SERVICE_ID"), "COMPLETED without SERVICE_ID"
     elif reason is ReasonCode.COMPLETED and order_type is not U:
         assert order.get("serviceId"), "COMPLETED without serviceId"
 
@@ -151,11 +145,11 @@ class Lifecycles(RuleBasedStateMachine):
                 before.next_sequence,
                 before.version,
             ), "a refused event changed the order"
-            if before.status in FINAL_STATUSES:  # refused as not allowed, unless malformed
+            if before.status in SPECS[order_type].chart.finals:  # not allowed, unless malformed
                 expected = EventNotAllowed if _parses(payload) else InvalidEventData
                 assert type(refused) is expected, refused
             return
-        assert before.status not in FINAL_STATUSES, f"{event} accepted in {before.status}"
+        assert before.status not in SPECS[order_type].chart.finals, f"{event} in {before.status}"
         assert [k.sequence_number for k in produced] == list(
             range(before.next_sequence, before.next_sequence + len(produced))
         )
@@ -166,6 +160,7 @@ class Lifecycles(RuleBasedStateMachine):
         record = self.engine.order(order_id)
         state = State(
             record.status,
+            stack=tuple(record.return_stack),
             amendments=tuple(a.id for a in record.amendments if a.id is not None),
             cancellation=record.cancellation.id if record.cancellation else None,
             count=len(self.engine.events(order_id)) + self.count * 100,
@@ -173,7 +168,13 @@ class Lifecycles(RuleBasedStateMachine):
         if event is Event.CREATE:
             return {}
         resolves = data.draw(st.booleans())
-        payload = valid_data(order_type, event, state, resolves)
+        spec = SPECS[order_type]
+        edge = choose(order_type, state, event, resolves) or next(
+            (e for e in spec.edges if e.step.event is event), None
+        )
+        if edge is None:
+            return {}
+        payload = valid_data(spec, edge, state, resolves, record.document)
         shape = data.draw(st.sampled_from(SHAPES))
         if shape == "empty":
             return {}
@@ -193,7 +194,7 @@ class Lifecycles(RuleBasedStateMachine):
         assert_valid_stream(kcis)
         for kci in kcis:
             check_kci(order_type, kci)
-        if self.engine.order(order_id).status in FINAL_STATUSES:
+        if self.engine.is_final(order_id):
             frozen = self.final_kcis.setdefault(order_id, len(kcis))
             assert len(kcis) == frozen, "a KCI after the final status"
             assert self.engine.allowed_events(order_id) == []
@@ -214,8 +215,10 @@ TestLifecycles = Lifecycles.TestCase
 def test_the_invariants_catch_a_completion_without_service_id(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the SERVICE_ID guard broken, the random walk finds a COMPLETED without it."""
-    monkeypatch.setattr(wire_module, "_check_completion", lambda order_type, order: None)
+    """With the completion rule taken off the order types, the random walk finds a COMPLETED
+    without SERVICE_ID (or serviceId)."""
+    for spec in SPECS.values():
+        monkeypatch.setattr(spec, "completion", None)
     # More examples than the invariant test runs: it stops at the first broken one.
     quick = settings(SETTINGS, max_examples=400, phases=[Phase.generate], print_blob=False)
     with pytest.raises(AssertionError, match=r"COMPLETED without (SERVICE_ID|serviceId)"):

@@ -272,13 +272,5 @@ def test_an_order_record_copy_has_its_own_lists_and_requests() -> None:
     assert original.cancellation == RequestRef(None, "C")
 
 
-@pytest.mark.parametrize(
-    ("status", "final"),
-    [(S.REJECTED, True), (S.CANCELLED, True), (S.COMPLETED, True), (S.HELD, False), ("NEW", False)],
-)
-def test_an_order_record_is_final_in_the_final_statuses(status: str, final: bool) -> None:
-    assert record(status=status).final is final
-
-
 def test_a_kci_renders_its_body_as_compact_json() -> None:
     assert kci("T:1", 3).json() == '{"sequenceNumber":3}'

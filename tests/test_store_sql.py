@@ -116,10 +116,10 @@ def test_joined_session_commits_business_writes_and_kcis_together(sqlite_url: st
     store = SqlStore(sqlite_url)
     engine = test_engine(store)
     order_id = engine.accept_order("provide", provide_order(1))
-    with store.engine.begin() as conn:
+    with store.db.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE work_order (id TEXT PRIMARY KEY, state TEXT)")
 
-    with Session(store.engine) as session:
+    with Session(store.db) as session:
         session.execute(sa.text("INSERT INTO work_order VALUES ('W1', 'acknowledged')"))
         engine.using(store.joined(session)).apply(
             order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}}
@@ -128,14 +128,14 @@ def test_joined_session_commits_business_writes_and_kcis_together(sqlite_url: st
     assert store.kcis(order_id) == []
     assert store.load(order_id).status == "SENT_TO_SUPPLIER"
 
-    with Session(store.engine) as session:
+    with Session(store.db) as session:
         session.execute(sa.text("INSERT INTO work_order VALUES ('W1', 'acknowledged')"))
         [kci] = engine.using(store.joined(session)).apply(
             order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}}
         )
         session.commit()
     assert store.kcis(order_id) == [kci]
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         assert conn.exec_driver_sql("SELECT state FROM work_order").scalar() == "acknowledged"
     store.close()
 
@@ -143,7 +143,7 @@ def test_joined_session_commits_business_writes_and_kcis_together(sqlite_url: st
 def test_migrations_create_upgrade_and_match_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-    from kci_engine.store.migrate import upgrade
+    from kci_engine.store.migrate import VERSION_TABLE, upgrade
     from kci_engine.store.tables import METADATA
 
     engine = create_db_engine(db_url)
@@ -152,13 +152,14 @@ def test_migrations_create_upgrade_and_match_the_models(db_url: str) -> None:
     upgrade(engine)  # idempotent
     assert current(engine) == head()
     with engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        assert compare_metadata(context, METADATA) == []
     engine.dispose()
 
 
 def test_sqlite_runs_in_wal_with_full_sync(sqlite_url: str) -> None:
     store = SqlStore(sqlite_url)
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     store.close()
@@ -230,3 +231,26 @@ def test_db_upgrade_command(sqlite_url: str) -> None:
     assert result.output.strip() == f"schema: none -> {head()}"
     result = CliRunner().invoke(main, ["db", "upgrade", "--db", sqlite_url])
     assert result.output.strip() == f"schema: {head()} -> {head()}"
+
+
+def test_the_hot_path_is_visible_to_sqlalchemy_events_when_someone_listens(
+    sqlite_url: str,
+) -> None:
+    """OpenTelemetry's SQLAlchemy instrumentation and echo see the engine's statements: with a
+    cursor listener on the store's engine, every write goes through SQLAlchemy."""
+    import sqlalchemy as sa
+    from kci_engine import Engine
+    from kci_engine.tooling.testing import provide_order
+
+    with SqlStore(sqlite_url) as store:
+        engine = Engine(store)
+        quiet = engine.accept_order("provide", provide_order(1))
+        seen: list[str] = []
+        sa.event.listen(
+            store.db, "before_cursor_execute", lambda *args: seen.append(args[2].split()[0])
+        )
+        loud = engine.accept_order("provide", provide_order(2))
+        engine.apply(loud, "acknowledge", {"order": {"supplierOrderReference": "S-2"}})
+        assert {"INSERT", "UPDATE", "SELECT"} <= set(seen)
+        assert engine.kcis(loud)[0].reason_code == "ACKNOWLEDGED"
+        assert engine.order(quiet).status == "SENT_TO_SUPPLIER"

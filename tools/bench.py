@@ -194,7 +194,7 @@ def _naive(url: str, orders: int) -> float:
     started = time.perf_counter()
     for event, data in LIFECYCLE:
         for order_id in ids:
-            with Session(store.engine) as session:
+            with Session(store.db) as session:
                 row = session.get(OrderRow, order_id)
                 assert row is not None
                 record = _record(row.model_dump())

@@ -163,7 +163,7 @@ def apply_plan(url: str, seed: int, orders: int, events: int, rate: float) -> di
     by_number = {p.number: p for p in plans}
     cursor = dict.fromkeys(by_number, 0)
     store = SqlStore(url, migrate=False)
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         done = {tuple(row) for row in conn.execute(sa.select(EVENTS.c.order_id, EVENTS.c.event_id))}
     engine = Engine(store)
     calls = replayed = 0

@@ -29,18 +29,24 @@ setup_venv() {
     if [ ! -f "$stamp" ]; then
         .venv/bin/python -m pip install --quiet --upgrade pip
         .venv/bin/python -m pip install --quiet -e '.[all,dev]'
+        # The wheels of a bare install (the engine and its base dependencies) and of pytest, so
+        # tests/test_packaging.py can install kci-engine into a fresh virtualenv offline.
+        rm -rf .venv/wheelhouse
+        .venv/bin/python -m pip wheel --quiet -w .venv/wheelhouse . pytest
         rm -f .venv/.installed-*
         touch "$stamp"
     fi
 }
 
-# The test suite runs against a real PostgreSQL server and renders statecharts with Graphviz.
+# The test suite runs against a real PostgreSQL server, renders statecharts with Graphviz and
+# checks the documentation site's pages in a headless Chromium.
 ensure_system_packages() {
     local missing=()
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
         missing+=(postgresql)
     fi
     command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "tools/dev.sh: installing ${missing[*]} with apt-get" >&2
     local sudo=""

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import InvalidEventData, InvalidOrder
-from .codes import OrderType
-from .wire import ORDER_MODELS
+
+if TYPE_CHECKING:
+    from .spec import OrderTypeSpec
 
 #: Fields the engine owns: an event may not set them through its order changes.
 ENGINE_OWNED = frozenset(
@@ -38,6 +40,7 @@ class _Field:
     required: bool
 
 
+@cache
 def _field_table(model: type[BaseModel]) -> dict[str, _Field]:
     table: dict[str, _Field] = {}
     for name, info in model.model_fields.items():
@@ -49,11 +52,6 @@ def _field_table(model: type[BaseModel]) -> dict[str, _Field]:
     return table
 
 
-_FIELDS: dict[OrderType, dict[str, _Field]] = {
-    order_type: _field_table(model) for order_type, model in ORDER_MODELS.items()
-}
-
-
 def _errors(exc: ValidationError, prefix: str) -> str:
     parts = []
     for err in exc.errors(include_url=False):
@@ -62,13 +60,13 @@ def _errors(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def validate_order(order_type: OrderType, order: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+def validate_order(spec: OrderTypeSpec, order: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     """Validate a whole order and return its canonical wire form.
 
     Raises:
         InvalidOrder: naming every field that is wrong.
     """
-    model = ORDER_MODELS[order_type]
+    order_type, model = spec.order_type, spec.order_model
     try:
         if isinstance(order, BaseModel):
             order = order.model_dump(by_alias=True, exclude_none=True)
@@ -79,7 +77,7 @@ def validate_order(order_type: OrderType, order: Mapping[str, Any] | BaseModel) 
 
 
 def apply_changes(
-    order_type: OrderType,
+    spec: OrderTypeSpec,
     document: Mapping[str, Any],
     changes: Mapping[str, Any] | None,
     characteristics: Mapping[str, str | None] | None = None,
@@ -93,46 +91,41 @@ def apply_changes(
     Raises:
         InvalidEventData: a field is unknown, owned by the engine, immutable or malformed.
     """
-    fields = _FIELDS[order_type]
+    order_type, fields = spec.order_type, _field_table(spec.order_model)
     new = dict(document)
     for key, value in (changes or {}).items():
-        spec = fields.get(key)
-        if spec is None:
+        field = fields.get(key)
+        if field is None:
             raise InvalidEventData(f"order.{key}: not a field of a {order_type} order")
         if key in ENGINE_OWNED:
             raise InvalidEventData(f"order.{key}: set by the engine, not by event data")
         if key in IMMUTABLE and key in document and document[key] != value:
             raise InvalidEventData(f"order.{key}: identifies the order and cannot change")
         if value is None:
-            if spec.required:
+            if field.required:
                 raise InvalidEventData(f"order.{key}: required on a {order_type} order")
             new.pop(key, None)
             continue
         try:
-            parsed = spec.adapter.validate_python(value)
+            parsed = field.adapter.validate_python(value)
         except ValidationError as exc:
             raise InvalidEventData(_errors(exc, f"order.{key}")) from None
-        new[key] = spec.adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
+        new[key] = field.adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
     if characteristics:
-        _set_characteristics(order_type, new, characteristics)
+        new = _set_characteristics(spec, new, characteristics)
     if new.get("id") is None and new.get("supplierOrderReference") is None:
         raise InvalidEventData("order.id: the order needs its id and/or supplierOrderReference")
     return new
 
 
 def _set_characteristics(
-    order_type: OrderType, document: dict[str, Any], values: Mapping[str, str | None]
-) -> None:
-    if order_type is OrderType.PROVIDE:
-        item = dict(document.get("serviceOrderItem") or {})
-        item["serviceCharacteristics"] = _merge(item.get("serviceCharacteristics"), values)
-        document["serviceOrderItem"] = item
-    elif order_type is OrderType.MODIFY:
-        document["serviceCharacteristics"] = _merge(document.get("serviceCharacteristics"), values)
-    else:
+    spec: OrderTypeSpec, document: dict[str, Any], values: Mapping[str, str | None]
+) -> dict[str, Any]:
+    if spec.characteristics is None:
         raise InvalidEventData(
-            f"service_characteristics: a {order_type} order carries no service characteristics"
+            f"service_characteristics: a {spec.order_type} order carries no service characteristics"
         )
+    return spec.with_characteristics(document, _merge(spec.characteristic_items(document), values))
 
 
 def _merge(

@@ -1,94 +1,160 @@
-"""What happens when a step fires: order changes, rules, the return stack and the KCI.
+"""What firing a step does: the order's changes, the rules, the return stack and the KCI.
 
-:func:`run_step` is the one callback every transition runs, before ``transitions`` moves the
-state: it works out the new order document, checks the step's rules and the contract on the KCI it
-would send, and only then updates the working record. Any refusal leaves the record as it was
-(and the engine throws the working copy away in any case).
+:func:`run_step` is the callback every transition runs before ``transitions`` moves the state. It
+works out the new order document, checks the step's rules and the contract on the KCI it would
+send (:func:`~.contract.check_kci`, with the order's history), and only then updates the working
+record. Any refusal leaves the record as it was (and the engine throws the working copy away in
+any case). :func:`takes` decides which of an event's edges applies, from the return stack.
+
+The return stack (docs/decisions.md L1, L2): a step into a waiting status pushes the status it
+came from; a returning step pops back to it, or past a resolvable wait (PENDING) when the answer
+resolved what it waited for; a step from a waiting status to one that is neither waiting nor
+final ends the wait (the stack empties); a final status clears everything. So the stack is
+empty exactly when the order is not waiting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidEventData
+from ..errors import ContractViolation, EventNotAllowed, InvalidEventData
 from ._documents import apply_changes
-from ._machine import RETURN, RETURN_RESOLVED, Firing, Step, return_target
-from ._rules import answered_amendment, missing, violation
-from .codes import (
-    AMENDMENT_RESULTS,
-    CANCELLATION_RESULTS,
-    FINAL_STATUSES,
-    WAITING_STATUSES,
-    OrderStatus,
+from ._rules import answered_amendment, answered_cancellation, violation
+from .chart import RETURN_RESOLVED, Chart, Edge, Step
+from .codes import OrderStatus
+from .contract import History, Request, check_kci, check_order
+from .events import Event, EventData
+from .records import Kci, OrderRecord, RequestRef
+from .wire import format_datetime
+
+if TYPE_CHECKING:
+    from .spec import OrderTypeSpec
+
+#: Event data fields that only steps with a rule reading them (or returning past a resolved
+#: wait, for ``resolves_request``) may be given; anything else given is refused as a mistake.
+_REQUEST_FIELDS = frozenset(
+    {
+        "amendment_id",
+        "amendment_reference",
+        "cancellation_id",
+        "cancellation_reference",
+        "cancellation_reason",
+        "resolves_request",
+    }
 )
-from .events import Event
-from .records import Kci, RequestRef
-from .wire import ORDER_PROPERTY, ContractRuleError, check_contract, format_datetime
-
-#: Events that may set committedDate on an order that already has one (the tenant drives it).
-_MAY_CHANGE_COMMITTED_DATE = frozenset({Event.ACCEPT_AMENDMENT})
-
-#: Event data fields that only some events use; anything else given is refused as a mistake.
-_USED_BY: dict[str, frozenset[Event]] = {
-    "amendment_id": frozenset(
-        {Event.AMENDMENT_RECEIVED, Event.ACCEPT_AMENDMENT, Event.REJECT_AMENDMENT}
-    ),
-    "cancellation_id": frozenset(
-        {Event.CANCELLATION_RECEIVED, Event.ACCEPT_CANCELLATION, Event.REJECT_CANCELLATION}
-    ),
-    "cancellation_reason": frozenset({Event.CANCELLATION_RECEIVED}),
-    "resolves_request": frozenset({Event.ACCEPT_AMENDMENT}),
-}
-_USED_BY["amendment_reference"] = _USED_BY["amendment_id"]
-_USED_BY["cancellation_reference"] = _USED_BY["cancellation_id"]
+#: Event data fields that only make sense on a KCI.
 _KCI_FIELDS = (
     "problem_code",
     "text",
     "supplier_codes",
+    "supplier_notes",
     "issued_on",
     "order",
     "service_characteristics",
 )
-#: A synchronous 201 answer may carry order details (the supplier order number, dates): the
-#: gateway passes them on itself.
-_SYNC_EVENTS = frozenset({Event.ACKNOWLEDGED_IN_201, Event.COMMITTED_IN_201})
-_SYNC_CHANGES = frozenset({"order", "service_characteristics"})
+#: What a step the gateway tells the tenant of may still carry: the order's details.
+_ORDER_FIELDS = frozenset({"order", "service_characteristics"})
 _STATUS = {status.value: status for status in OrderStatus}
 
 
-def run_step(step: Step, firing: Firing, dest: str) -> None:
-    """Apply ``step`` to ``firing.record``, moving it (with ``transitions``) to ``dest``.
+@dataclass(slots=True)
+class Firing:
+    """One event being applied: the working record, the data, and what it produced."""
+
+    spec: OrderTypeSpec
+    record: OrderRecord
+    event: Event
+    data: EventData
+    now: datetime
+    new_id: Callable[[], str]
+    kcis: list[Kci] = field(default_factory=list)
+    new_document: dict[str, Any] | None = None
+
+
+# --- Which edge ----------------------------------------------------------------------------------
+
+
+def return_target(chart: Chart, step: Step, stack: list[str], resolves: bool) -> tuple[str, int]:
+    """Where a returning step goes from ``stack`` and how many entries it pops: the status the
+    wait was entered from, or (RETURN_RESOLVED, when the answer resolves a resolvable wait) the
+    one before that."""
+    if not stack:
+        return "", 0
+    target = stack[-1]
+    state = chart.state(target)
+    resolvable = state is not None and state.resolvable
+    if step.dest == RETURN_RESOLVED and resolvable and resolves and len(stack) > 1:
+        return stack[-2], 2
+    return target, 1
+
+
+def takes(edge: Edge, firing: Firing) -> bool:
+    """Whether ``edge`` is the one its event takes for this order."""
+    if edge.back_to is not None:
+        target, _ = return_target(
+            firing.spec.chart, edge.step, firing.record.return_stack, firing.data.resolves_request
+        )
+        return target == edge.back_to
+    return edge.condition is None or edge.condition.test(firing)
+
+
+def not_taken(edges: Iterable[Edge], firing: Firing, allowed: Iterable[Event]) -> EventNotAllowed:
+    """The refusal when an event allowed in the status applies to none of its edges for this
+    order: which situations it applies in, and which this order is in."""
+    record = firing.record
+    where = [
+        edge.condition_label or "always"
+        for edge in edges
+        if edge.step.event is firing.event and edge.source == record.status
+    ]
+    was = f"this order was {record.return_stack[-1]}" if record.return_stack else "it is not"
+    return EventNotAllowed(
+        order_id=record.order_id,
+        status=record.status,
+        event=firing.event.value,
+        allowed=(e.value for e in allowed if e is not firing.event),
+        why=f"it applies when {' or '.join(dict.fromkeys(where))}, and {was}",
+    )
+
+
+# --- Firing a step -------------------------------------------------------------------------------
+
+
+def run_step(edge: Edge, firing: Firing) -> None:
+    """Apply ``edge``'s step to ``firing.record``, which ``transitions`` then moves to the
+    edge's destination.
 
     Raises:
         RefusedEvent: a rule or the contract refused the event; the record is unchanged.
     """
-    record, data = firing.record, firing.data
+    record, data, step, spec = firing.record, firing.data, edge.step, firing.spec
     _check_data_use(step, firing)
     if data.changes_order:
-        try:
-            firing.new_document = apply_changes(
-                record.order_type, record.document, data.order, data.service_characteristics
-            )
-        except InvalidEventData as exc:
-            raise InvalidEventData(
-                f"order {record.order_id}: event '{firing.event}' in status {record.status} "
-                f"refused: {exc.message}",
-                order_id=record.order_id,
-                status=record.status,
-                event=firing.event.value,
-            ) from None
+        firing.new_document = _changed(firing)
     for rule in step.rules:
         rule.check(firing)
-    document = firing.new_document if firing.new_document is not None else record.document
-    _check_committed_date(firing, document)
-    if document.get("status") != dest:
-        document = {**document, "status": dest}
-    answered = _answered_request(step, firing)
-    kci = _build_kci(step, firing, document, answered) if step.reason else None
+    before = record.document
+    document = firing.new_document if firing.new_document is not None else before
+    if document.get("status") != edge.dest:
+        document = {**document, "status": edge.dest}
+    try:
+        if step.reason is None:
+            check_order(edge.dest, document, spec)
+            kci = None
+        else:
+            kci = _build_kci(edge, firing, document)
+    except ContractViolation as exc:
+        raise exc.at(
+            order_id=record.order_id, status=record.status, event=firing.event.value
+        ) from None
     # Every check has passed: from here on the working record only changes.
-    _track_requests(step, firing)
-    _move_stack(step, firing, dest)
+    for rule in step.rules:
+        if rule.record is not None:
+            rule.record(firing)
+    _move_stack(edge, firing)
     record.document = document
     if kci is not None:
         firing.kcis.append(kci)
@@ -96,112 +162,103 @@ def run_step(step: Step, firing: Firing, dest: str) -> None:
         record.last_issued_on = kci.issued_on
 
 
+def _changed(firing: Firing) -> dict[str, Any]:
+    record, data = firing.record, firing.data
+    try:
+        return apply_changes(firing.spec, record.document, data.order, data.service_characteristics)
+    except InvalidEventData as exc:
+        raise InvalidEventData(
+            f"order {record.order_id}: event '{firing.event}' in status {record.status} "
+            f"refused: {exc.message}",
+            order_id=record.order_id,
+            status=record.status,
+            event=firing.event.value,
+        ) from None
+
+
 def _check_data_use(step: Step, firing: Firing) -> None:
     given = firing.data.model_fields_set
-    for name in given:
-        events = _USED_BY.get(name)
-        if events is not None and firing.event not in events:
-            raise InvalidEventData(
-                f"order {firing.record.order_id}: {name} is not used by event '{firing.event}' "
-                f"(status {firing.record.status})",
-                order_id=firing.record.order_id,
-                status=firing.record.status,
-                event=firing.event.value,
-            )
+    used = {name for rule in step.rules for name in rule.uses}
+    if step.dest == RETURN_RESOLVED:
+        used.add("resolves_request")
+    for name in given & _REQUEST_FIELDS - used:
+        raise _unused(firing, f"{name} is not used by event '{firing.event}'")
     if step.reason is None:
         for name in _KCI_FIELDS:
-            if name in given and not (name in _SYNC_CHANGES and firing.event in _SYNC_EVENTS):
-                raise InvalidEventData(
-                    f"order {firing.record.order_id}: {name} given, but event "
-                    f"'{firing.event}' sends no KCI (status {firing.record.status}): the tenant "
-                    "would never hear of it",
-                    order_id=firing.record.order_id,
-                    status=firing.record.status,
-                    event=firing.event.value,
+            if name in given and not (step.told_by_gateway and name in _ORDER_FIELDS):
+                raise _unused(
+                    firing,
+                    f"{name} given, but event '{firing.event}' sends no KCI",
+                    "the tenant would never hear of it",
                 )
 
 
-def _check_committed_date(firing: Firing, document: dict[str, Any]) -> None:
-    before = firing.record.document.get("committedDate")
-    if (
-        before is not None
-        and document.get("committedDate") != before
-        and firing.event not in _MAY_CHANGE_COMMITTED_DATE
-    ):
-        raise violation(
-            firing,
-            f"committedDate is set once at COMMITTED ({before}) and never changes; "
-            "move targetDate instead",
-        )
+def _unused(firing: Firing, what: str, why: str = "") -> InvalidEventData:
+    record = firing.record
+    return InvalidEventData(
+        f"order {record.order_id}: {what} (status {record.status})" + (f": {why}" if why else ""),
+        order_id=record.order_id,
+        status=record.status,
+        event=firing.event.value,
+    )
 
 
-def _answered_request(step: Step, firing: Firing) -> tuple[str, RequestRef] | None:
-    if step.reason in AMENDMENT_RESULTS:
-        return "serviceOrderAmendment", answered_amendment(firing)
-    if step.reason in CANCELLATION_RESULTS and firing.event is not Event.CANCEL:
-        pending = firing.record.cancellation
-        if pending is not None:
-            return "serviceOrderCancellation", pending
+def _answered(step: Step, firing: Firing) -> tuple[Request, RequestRef] | None:
+    """The tenant request the step answers and its reference (as the KCI carries it)."""
+    for rule in step.rules:
+        if rule.answers is Request.AMENDMENT:
+            return rule.answers, answered_amendment(firing)[1]
+        if rule.answers is Request.CANCELLATION:
+            return rule.answers, answered_cancellation(firing)
     return None
 
 
-def _track_requests(step: Step, firing: Firing) -> None:
-    record, event = firing.record, firing.event
-    if event is Event.AMENDMENT_RECEIVED:
-        ref = firing.data.amendment
-        assert ref is not None  # the step's rule refused the event otherwise
-        record.amendments.append(ref)
-    elif event in (Event.ACCEPT_AMENDMENT, Event.REJECT_AMENDMENT):
-        record.amendments.remove(answered_amendment(firing))
-    elif event is Event.CANCELLATION_RECEIVED:
-        record.cancellation = firing.data.cancellation
-    elif event in (Event.ACCEPT_CANCELLATION, Event.REJECT_CANCELLATION):
-        record.cancellation = None
-
-
-def _move_stack(step: Step, firing: Firing, dest: str) -> None:
-    record = firing.record
-    if dest in FINAL_STATUSES:
+def _move_stack(edge: Edge, firing: Firing) -> None:
+    record, chart = firing.record, firing.spec.chart
+    state = chart.state(edge.dest)
+    if state is not None and state.final:
         record.return_stack.clear()
         record.amendments.clear()
         record.cancellation = None
-    elif step.dest in (RETURN, RETURN_RESOLVED):
-        _, pops = return_target(step, record.return_stack, firing.data.resolves_request)
+    elif edge.step.returns:
+        _, pops = return_target(chart, edge.step, record.return_stack, firing.data.resolves_request)
         del record.return_stack[len(record.return_stack) - pops :]
-    elif step.dest is not None and dest in WAITING_STATUSES and dest != record.status:
-        record.return_stack.append(record.status)
+    elif edge.dest != record.status:
+        if state is not None and state.waiting:
+            record.return_stack.append(record.status)
+        else:
+            record.return_stack.clear()  # out of a wait into a working status: the wait ended
 
 
-def _build_kci(
-    step: Step,
-    firing: Firing,
-    document: dict[str, Any],
-    answered: tuple[str, RequestRef] | None,
-) -> Kci:
-    record, data = firing.record, firing.data
+def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
+    record, data, step = firing.record, firing.data, edge.step
     reason = step.reason
     assert reason is not None
+    answered = _answered(step, firing)
     order = document
     if answered is not None:
-        prefix, ref = answered
+        request, ref = answered
         order = dict(document)
         if ref.id is not None:
-            order[prefix + "Id"] = ref.id
+            order[request.id_field] = ref.id
         if ref.reference is not None:
-            order[prefix + "Reference"] = ref.reference
-    try:
-        check_contract(
-            record.order_type,
-            reason,
-            order,
-            problem_code=data.problem_code,
-            text=data.text,
-            supplier_codes=data.supplier_codes,
-        )
-    except ContractRuleError as exc:
-        if exc.missing:
-            raise missing(firing, exc.field, exc.rule) from None
-        raise violation(firing, f"{exc.field}: {exc.rule}") from None
+            order[request.reference_field] = ref.reference
+    notes = None if data.supplier_notes is None else [note.wire() for note in data.supplier_notes]
+    check_kci(
+        firing.spec,
+        reason,
+        order,
+        problem_code=data.problem_code,
+        text=data.text,
+        supplier_codes=data.supplier_codes,
+        supplier_notes=notes,
+        answering=answered is not None,
+        history=History(
+            before=record.document,
+            given=_given(data),
+            changed=_differs(record.document, document),
+        ),
+    )
     issued_on = _issued_on(firing)
     kci_id = firing.new_id()
     body: dict[str, Any] = {
@@ -216,7 +273,9 @@ def _build_kci(
         body["text"] = data.text
     if data.supplier_codes is not None:
         body["supplierCodes"] = list(data.supplier_codes)
-    body[ORDER_PROPERTY[record.order_type]] = order
+    if notes is not None:
+        body["supplierNotes"] = notes
+    body[firing.spec.kci_property] = order
     return Kci(
         kci_id=kci_id,
         order_id=record.order_id,
@@ -227,6 +286,15 @@ def _build_kci(
         body=body,
         event=firing.event.value,
     )
+
+
+def _given(data: EventData) -> frozenset[str]:
+    """The wire fields the event's order changes set (removals do not count)."""
+    return frozenset(key for key, value in (data.order or {}).items() if value is not None)
+
+
+def _differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    return before is not after and before != after
 
 
 def _issued_on(firing: Firing) -> datetime:

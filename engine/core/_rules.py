@@ -1,26 +1,23 @@
-"""Contract rules that need more than one KCI body: the order's history and the event's data.
+"""Guards on chart steps beyond the contract: the bookkeeping of the tenant's requests.
 
-The rules every body of a reason code obeys (problemCode, text, dates, status, SERVICE_ID) live in
-:func:`engine.kci.check_contract` and apply to every step that sends a KCI. The rules here are
-attached to steps in the order-type charts, and their labels appear on the statecharts.
+What a KCI must carry is in the contract tables (:mod:`.contract`) and applies to every step
+that sends one. The rules here belong to particular steps: an amendment or cancellation request
+is named when it arrives, answers name a request in flight, and a supplier who cancels says why.
+Their labels appear on the statecharts; each :class:`~.chart.Rule` lists the event data fields it
+reads, and an event may be given those fields only on steps with a rule that reads them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import ContractViolation, MissingField
-from ._machine import Firing, Rule
-from .codes import CancellationReason, OrderType
+from .chart import Rule
+from .contract import Request
 from .records import RequestRef
 
-_UNSOLICITED_CANCEL_REASONS = frozenset(
-    {
-        CancellationReason.NO_AUTHORISATION,
-        CancellationReason.CUSTOMER_NOT_AWARE,
-        CancellationReason.DELIBERATE_MISLEAD,
-        CancellationReason.PURCHASED_DIFFERENT_PRODUCT,
-        CancellationReason.END_USER_NOT_MOVING,
-    }
-)
+if TYPE_CHECKING:
+    from ._lifecycle import Firing
 
 
 def missing(firing: Firing, field: str, why: str) -> MissingField:
@@ -39,55 +36,6 @@ def violation(firing: Firing, rule: str) -> ContractViolation:
     )
 
 
-def _document(firing: Firing) -> dict[str, object]:
-    return firing.new_document if firing.new_document is not None else firing.record.document
-
-
-def _supplier_reference(firing: Firing) -> None:
-    if not _document(firing).get("supplierOrderReference"):
-        raise missing(
-            firing,
-            "supplierOrderReference",
-            "the supplier assigns its order reference when it acknowledges the order "
-            "(give it in order.supplierOrderReference)",
-        )
-
-
-def _committed_dates(firing: Firing) -> None:
-    document = _document(firing)
-    for name in ("committedDate", "targetDate"):
-        if document.get(name) is None:
-            raise missing(firing, name, "a committed order carries committedDate and targetDate")
-
-
-def _before_first_kci(firing: Firing) -> None:
-    if firing.record.next_sequence != 1:
-        raise violation(
-            firing,
-            "a synchronous 201 answer is given on the create request, before any KCI was sent",
-        )
-
-
-def _order_changed(firing: Firing) -> None:
-    if firing.new_document is None or firing.new_document == firing.record.document:
-        raise violation(
-            firing,
-            "nothing on the order changed: give the changes in order or service_characteristics",
-        )
-
-
-def _new_appointment(firing: Firing) -> None:
-    changes = {k: v for k, v in (firing.data.order or {}).items() if v is not None}
-    if not ({"appointmentTimeslot", "appointmentSupplierReference"} & changes.keys()):
-        raise missing(
-            firing,
-            "appointmentTimeslot",
-            "a reappointment gives the new appointmentTimeslot and/or appointmentSupplierReference",
-        )
-    if "targetDate" not in changes:
-        raise missing(firing, "targetDate", "a reappointment gives the new targetDate")
-
-
 def _text_given(firing: Firing) -> None:
     if firing.data.text is None:
         raise missing(firing, "text", "say why the supplier is cancelling the order")
@@ -103,11 +51,15 @@ def _names_new_amendment(firing: Firing) -> None:
         raise violation(firing, f"amendment {ref.label()} was already received")
 
 
-def _answers_amendment(firing: Firing) -> None:
-    _find_amendment(firing)
+def answered_amendment(firing: Firing) -> tuple[RequestRef, RequestRef]:
+    """The amendment in flight that the event answers, and its reference as the answer's KCI
+    carries it: the references given on receipt, completed by those given with the answer.
 
-
-def _find_amendment(firing: Firing) -> RequestRef:
+    Raises:
+        MissingField: the event names no amendment.
+        ContractViolation: none in flight matches, or the answer contradicts a reference given
+            on receipt.
+    """
     ref = firing.data.amendment
     if ref is None:
         raise missing(
@@ -117,7 +69,7 @@ def _find_amendment(firing: Firing) -> RequestRef:
         )
     for known in firing.record.amendments:
         if known.matches(ref):
-            return known
+            return known, _completed(firing, "amendment", known, ref)
     in_flight = ", ".join(r.label() for r in firing.record.amendments) or "none"
     raise violation(firing, f"amendment {ref.label()} is not in flight (in flight: {in_flight})")
 
@@ -131,13 +83,24 @@ def _names_new_cancellation(firing: Firing) -> None:
             "name the cancellation request (cancellation_id and/or cancellation_reference)",
         )
     reason = firing.data.cancellation_reason
-    unsolicited = firing.record.order_type is OrderType.UNSOLICITED_CEASE
-    if reason is not None and (reason in _UNSOLICITED_CANCEL_REASONS) != unsolicited:
-        kind = "an unsolicited cease" if unsolicited else "a tenant-placed order"
+    spec = firing.spec
+    if reason is not None and reason not in spec.cancellation_reasons:
+        kind = (
+            "a tenant-placed order"
+            if spec.placed_by_tenant
+            else f"an {spec.order_type.value.replace('_', ' ')}"
+        )
         raise violation(firing, f"{reason} is not a cancellation reason for {kind}")
 
 
-def _answers_cancellation(firing: Firing) -> None:
+def answered_cancellation(firing: Firing) -> RequestRef:
+    """The reference of the cancellation in flight that the event answers, completed by the
+    references given with the answer.
+
+    Raises:
+        MissingField: the event names no cancellation.
+        ContractViolation: it is not the one in flight, or contradicts its references.
+    """
     ref = firing.data.cancellation
     if ref is None:
         raise missing(
@@ -150,20 +113,77 @@ def _answers_cancellation(firing: Firing) -> None:
     if pending is None or not pending.matches(ref):
         have = pending.label() if pending else "none"
         raise violation(firing, f"cancellation {ref.label()} is not in flight (in flight: {have})")
+    return _completed(firing, "cancellation", pending, ref)
 
 
-SUPPLIER_REFERENCE = Rule("supplierOrderReference known", _supplier_reference)
-COMMITTED_DATES = Rule("committedDate, targetDate", _committed_dates)
-BEFORE_FIRST_KCI = Rule("before any KCI", _before_first_kci)
-ORDER_CHANGED = Rule("order changed", _order_changed)
-NEW_APPOINTMENT = Rule("new appointment, targetDate", _new_appointment)
+def _completed(firing: Firing, kind: str, known: RequestRef, given: RequestRef) -> RequestRef:
+    """``known`` with what ``given`` adds; a reference that contradicts one given before is
+    refused rather than silently dropped or silently preferred."""
+    for part in ("id", "reference"):
+        before, now = getattr(known, part), getattr(given, part)
+        if before is not None and now is not None and before != now:
+            raise violation(
+                firing,
+                f"{kind} {known.label()} was received with {part} {before!r}; the answer gives "
+                f"{part} {now!r}",
+            )
+    return RequestRef(
+        known.id if known.id is not None else given.id,
+        known.reference if known.reference is not None else given.reference,
+    )
+
+
+def _answers_amendment(firing: Firing) -> None:
+    answered_amendment(firing)
+
+
+def _answers_cancellation(firing: Firing) -> None:
+    answered_cancellation(firing)
+
+
+def _amendment_received(firing: Firing) -> None:
+    ref = firing.data.amendment
+    assert ref is not None  # the rule refused the event otherwise
+    firing.record.amendments.append(ref)
+
+
+def _amendment_answered(firing: Firing) -> None:
+    known, _ = answered_amendment(firing)
+    firing.record.amendments.remove(known)
+
+
+def _cancellation_received(firing: Firing) -> None:
+    firing.record.cancellation = firing.data.cancellation
+
+
+def _cancellation_answered(firing: Firing) -> None:
+    firing.record.cancellation = None
+
+
+_AMENDMENT = ("amendment_id", "amendment_reference")
+_CANCELLATION = ("cancellation_id", "cancellation_reference")
+
 TEXT_GIVEN = Rule("text", _text_given)
-NAMES_NEW_AMENDMENT = Rule("amendment id/reference", _names_new_amendment)
-ANSWERS_AMENDMENT = Rule("amendment in flight", _answers_amendment)
-NAMES_NEW_CANCELLATION = Rule("cancellation id/reference", _names_new_cancellation)
-ANSWERS_CANCELLATION = Rule("cancellation in flight", _answers_cancellation)
-
-
-def answered_amendment(firing: Firing) -> RequestRef:
-    """The in-flight amendment the event answers (its rule has already passed)."""
-    return _find_amendment(firing)
+NAMES_NEW_AMENDMENT = Rule(
+    "amendment id/reference", _names_new_amendment, _AMENDMENT, record=_amendment_received
+)
+ANSWERS_AMENDMENT = Rule(
+    "amendment in flight",
+    _answers_amendment,
+    _AMENDMENT,
+    answers=Request.AMENDMENT,
+    record=_amendment_answered,
+)
+NAMES_NEW_CANCELLATION = Rule(
+    "cancellation id/reference",
+    _names_new_cancellation,
+    (*_CANCELLATION, "cancellation_reason"),
+    record=_cancellation_received,
+)
+ANSWERS_CANCELLATION = Rule(
+    "cancellation in flight",
+    _answers_cancellation,
+    _CANCELLATION,
+    answers=Request.CANCELLATION,
+    record=_cancellation_answered,
+)

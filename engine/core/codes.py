@@ -1,9 +1,7 @@
-"""The wire vocabulary of the Fibre Cafe Supplier Updates API, and the rule tables that go with it.
+"""The wire vocabulary of the Fibre Cafe Supplier Updates API: the values, nothing more.
 
-Every spelling here is the gateway's own (British spelling, ``CANCELLED`` with two Ls). The tables
-are the single source the KCI validators, the state machines, the statecharts and the docs read
-from, so a rule is stated once. Sources and the tags [D]/[I]/[?] are in
-``docs/decisions.md`` and the project's fact sheet.
+Every spelling here is the gateway's own (British spelling, ``CANCELLED`` with two Ls). What the
+contract asks of each value is in :mod:`kci_engine.core.contract`.
 """
 
 from __future__ import annotations
@@ -60,15 +58,6 @@ class OrderStatus(StrEnum):
     COMPLETED = "COMPLETED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
-
-
-class Situation(StrEnum):
-    """The columns of the problem-code table: the KCI situations a code is valid for."""
-
-    CANCEL = "Cancel"
-    DELAY = "Delay"
-    INFORM = "Inform"
-    REAPPOINT = "Reappoint"
 
 
 class ProblemCode(StrEnum):
@@ -156,153 +145,3 @@ class TimeslotClassification(StrEnum):
     SUNDAY_PM = "SUNDAY_PM"
     SUNDAY_EARLY = "SUNDAY_EARLY"
     SUNDAY_EVENING = "SUNDAY_EVENING"
-
-
-# --- Rule tables -------------------------------------------------------------------------------
-
-_C, _D, _I, _R = Situation.CANCEL, Situation.DELAY, Situation.INFORM, Situation.REAPPOINT
-
-#: Which situations each problem code is documented as valid for. ``None`` means the public table
-#: did not show that row's matrix: the engine then accepts the code in every situation.
-PROBLEM_CODE_SITUATIONS: dict[ProblemCode, frozenset[Situation] | None] = {
-    ProblemCode.ACCESS_ISSUE: frozenset({_C, _D, _R}),
-    ProblemCode.ACTIVATION_FAILED: frozenset({_C, _D, _R}),
-    ProblemCode.ADDITIONAL_WORK: frozenset({_C, _D, _R}),
-    ProblemCode.APPOINTMENT_NOT_REQUIRED: frozenset({_I}),
-    ProblemCode.CAPACITY_ISSUE: frozenset({_C}),
-    ProblemCode.COST_ISSUE: frozenset({_C, _I}),
-    ProblemCode.CUSTOMER_CHANGED_MIND: frozenset({_C, _R}),
-    ProblemCode.FAULT_AT_NODE: frozenset({_C, _D, _I, _R}),
-    ProblemCode.FAULT_AT_ONT: frozenset({_C, _D, _I, _R}),
-    ProblemCode.FAULT_AT_POP: frozenset({_C, _D, _I, _R}),
-    ProblemCode.INFORMATION_REQUIRED: frozenset({_D, _I}),
-    ProblemCode.INSTALL_FAILED: frozenset({_C, _D, _R}),
-    ProblemCode.INVALID_REQUEST: frozenset({_C, _D, _R}),
-    ProblemCode.LINKED_ORDER_ISSUE: frozenset({_C, _D, _R}),
-    ProblemCode.NETWORK_ISSUE: frozenset({_C, _D, _I, _R}),
-    ProblemCode.NETWORK_UNAVAILABLE: None,
-    ProblemCode.NO_LONGER_REQUIRED: None,
-    ProblemCode.OTHER: None,
-    ProblemCode.PLANNING_ISSUE: None,
-    ProblemCode.PROPERTY_UNOCCUPIED: None,
-    ProblemCode.ROUTER_NOT_AVAILABLE: None,
-    ProblemCode.SITE_UNSAFE: None,
-    ProblemCode.SUPPLIER_FAULT: None,
-    ProblemCode.SURVEY_REQUIRED: None,
-    ProblemCode.TIMED_OUT: None,
-    ProblemCode.UNABLE_TO_ATTEND: None,
-    ProblemCode.UNKNOWN_FAULT: None,
-    ProblemCode.WAYLEAVE_ISSUE: None,
-}
-
-#: Reason codes that must carry a problemCode (the strict reading of the two sources).
-PROBLEM_CODE_REQUIRED: frozenset[ReasonCode] = frozenset(
-    {
-        ReasonCode.WARNING,
-        ReasonCode.DELAY,
-        ReasonCode.REAPPOINT,
-        ReasonCode.CANCELLED,
-        ReasonCode.INFORMATION_REQUIRED,
-        ReasonCode.ORDER_REJECTED,
-        ReasonCode.AMENDMENT_REJECTED,
-        ReasonCode.CANCELLATION_REJECTED,
-        ReasonCode.RESUBMIT,
-    }
-)
-
-#: Reason codes that must carry ``text`` (what is needed, why it was rejected).
-TEXT_REQUIRED: frozenset[ReasonCode] = frozenset(
-    {
-        ReasonCode.INFORMATION_REQUIRED,
-        ReasonCode.ORDER_REJECTED,
-        ReasonCode.AMENDMENT_REJECTED,
-        ReasonCode.CANCELLATION_REJECTED,
-        ReasonCode.RESUBMIT,
-    }
-)
-
-#: Happy-path reason codes on which a problemCode is never sent.
-PROBLEM_CODE_FORBIDDEN: frozenset[ReasonCode] = frozenset(
-    {ReasonCode.ACKNOWLEDGED, ReasonCode.COMMITTED, ReasonCode.COMPLETED, ReasonCode.CREATED}
-)
-
-#: The problem-code column that applies to a reason code, where one does.
-REASON_SITUATION: dict[ReasonCode, Situation] = {
-    ReasonCode.CANCELLED: Situation.CANCEL,
-    ReasonCode.DELAY: Situation.DELAY,
-    ReasonCode.INFORMATION_REQUIRED: Situation.INFORM,
-    ReasonCode.REAPPOINT: Situation.REAPPOINT,
-}
-
-_ACTIVE = frozenset(
-    {
-        OrderStatus.SENT_TO_SUPPLIER,
-        OrderStatus.ACKNOWLEDGED,
-        OrderStatus.IN_PROGRESS,
-        OrderStatus.HELD,
-        OrderStatus.PENDING,
-    }
-)
-
-#: The order statuses a KCI of each reason code may carry. ``UPDATE``, ``ADDITIONAL`` and
-#: ``WARNING`` leave the status as it is, so any non-final status goes with them.
-REASON_STATUSES: dict[ReasonCode, frozenset[OrderStatus]] = {
-    ReasonCode.CREATED: frozenset({OrderStatus.ACKNOWLEDGED, OrderStatus.IN_PROGRESS}),
-    ReasonCode.ACKNOWLEDGED: frozenset({OrderStatus.ACKNOWLEDGED}),
-    ReasonCode.COMMITTED: frozenset({OrderStatus.IN_PROGRESS}),
-    ReasonCode.UPDATE: _ACTIVE | {OrderStatus.PENDING_AMENDMENT, OrderStatus.PENDING_CANCELLATION},
-    ReasonCode.ADDITIONAL: _ACTIVE
-    | {OrderStatus.PENDING_AMENDMENT, OrderStatus.PENDING_CANCELLATION},
-    ReasonCode.WARNING: _ACTIVE | {OrderStatus.PENDING_AMENDMENT, OrderStatus.PENDING_CANCELLATION},
-    ReasonCode.DELAY: frozenset({OrderStatus.HELD}),
-    ReasonCode.RESUMED: frozenset({OrderStatus.ACKNOWLEDGED, OrderStatus.IN_PROGRESS}),
-    ReasonCode.INFORMATION_REQUIRED: frozenset({OrderStatus.PENDING}),
-    ReasonCode.REAPPOINT: frozenset({OrderStatus.PENDING}),
-    ReasonCode.REAPPOINTED: frozenset(
-        {OrderStatus.ACKNOWLEDGED, OrderStatus.IN_PROGRESS, OrderStatus.HELD, OrderStatus.PENDING}
-    ),
-    ReasonCode.RESUBMIT: frozenset({OrderStatus.PENDING}),
-    ReasonCode.AMENDED: _ACTIVE - {OrderStatus.SENT_TO_SUPPLIER} | {OrderStatus.PENDING_AMENDMENT},
-    ReasonCode.AMENDMENT_REJECTED: _ACTIVE - {OrderStatus.SENT_TO_SUPPLIER}
-    | {OrderStatus.PENDING_AMENDMENT},
-    ReasonCode.CANCELLED: frozenset({OrderStatus.CANCELLED}),
-    ReasonCode.CANCELLATION_REJECTED: _ACTIVE | {OrderStatus.PENDING_AMENDMENT},
-    ReasonCode.ORDER_REJECTED: frozenset({OrderStatus.REJECTED}),
-    ReasonCode.COMPLETED: frozenset({OrderStatus.COMPLETED}),
-}
-
-#: Statuses no event leaves.
-FINAL_STATUSES: frozenset[OrderStatus] = frozenset(
-    {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.COMPLETED}
-)
-
-#: Statuses that wait for something and return to the status they were entered from.
-WAITING_STATUSES: frozenset[OrderStatus] = frozenset(
-    {
-        OrderStatus.HELD,
-        OrderStatus.PENDING,
-        OrderStatus.PENDING_AMENDMENT,
-        OrderStatus.PENDING_CANCELLATION,
-    }
-)
-
-#: Reason codes that carry the amendment or cancellation request reference inside the order.
-AMENDMENT_RESULTS: frozenset[ReasonCode] = frozenset(
-    {ReasonCode.AMENDED, ReasonCode.AMENDMENT_REJECTED}
-)
-CANCELLATION_RESULTS: frozenset[ReasonCode] = frozenset(
-    {ReasonCode.CANCELLED, ReasonCode.CANCELLATION_REJECTED}
-)
-
-
-def problem_code_allowed(code: ProblemCode, reason: ReasonCode) -> bool:
-    """Whether the Fibre Cafe table allows ``code`` on a KCI of ``reason``.
-
-    Reason codes with no column (e.g. ``WARNING``, ``ORDER_REJECTED``) accept every code, and so
-    do codes whose row of the table was not published.
-    """
-    situation = REASON_SITUATION.get(reason)
-    if situation is None:
-        return True
-    allowed = PROBLEM_CODE_SITUATIONS[code]
-    return allowed is None or situation in allowed

@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 from ..errors import InvalidEventData, shown
 from .codes import CancellationReason, ProblemCode
 from .records import RequestRef
+from .wire import SupplierNote
 
 
 class Event(StrEnum):
@@ -51,6 +52,8 @@ class EventData(BaseModel):
         event_id: the caller's id for this event; applying the same id again returns the KCIs
             it produced the first time and changes nothing.
         problem_code, text, supplier_codes: the KCI's problem description.
+        supplier_notes: notes for the tenant (``{"note": ..., "type": "Engineer Note"}``),
+            sent as the KCI's ``supplierNotes``.
         order: changes to the order, wire field names; each field is replaced whole and ``None``
             removes it (the gateway's amendment convention).
         service_characteristics: characteristics to set by name (``None`` removes one), e.g.
@@ -79,6 +82,7 @@ class EventData(BaseModel):
         Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(min_length=1)]
         | None
     ) = None
+    supplier_notes: Annotated[list[SupplierNote], Field(min_length=1)] | None = None
     order: dict[str, Any] | None = None
     service_characteristics: dict[str, str | None] | None = None
     amendment_id: Annotated[int, Field(ge=1)] | None = None

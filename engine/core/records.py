@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from .codes import FINAL_STATUSES, OrderStatus, OrderType, ReasonCode
+from .codes import OrderStatus, OrderType, ReasonCode
 from .wire import dump_json
 
 
@@ -92,11 +92,6 @@ class OrderRecord:
             self.version,
             self.conversation_id,
         )
-
-    @property
-    def final(self) -> bool:
-        """Whether the order is in a final status (no event leaves it)."""
-        return self.status in FINAL_STATUSES
 
 
 class Kci(NamedTuple):

@@ -5,7 +5,8 @@ is the policy (order per order, retries, dead letters, leases); :func:`load_sett
 configuration. See docs/delivery.md.
 """
 
-from .client import Attempt, CredentialsRejected, GatewayClient, Outcome
+from ..errors import CredentialsRejected
+from .client import Attempt, GatewayClient, Outcome
 from .dispatcher import Dispatcher, DispatchStats
 from .policy import RetryPolicy
 from .settings import DeliverySettings, load_settings

@@ -23,19 +23,11 @@ import httpx
 from pydantic import SecretStr
 
 from .._net import is_loopback
-from ..errors import ConfigurationError, EngineError
+from ..errors import ConfigurationError, CredentialsRejected
 
 log = logging.getLogger("kci_engine.delivery")
 
 _MAX_ERROR_BODY = 64 * 1024
-
-
-class DeliveryError(EngineError):
-    """Delivery cannot go on (e.g. the gateway rejects the credentials)."""
-
-
-class CredentialsRejected(DeliveryError):
-    """The gateway refused the client credentials or the token: fix the configuration."""
 
 
 class Outcome(StrEnum):
@@ -216,7 +208,14 @@ class GatewayClient:
         return f"GatewayClient(base_url={str(self._http.base_url)!r})"
 
     def close(self) -> None:
+        """Close the client's connections."""
         self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def send(self, body: str, conversation_id: str) -> Attempt:
         """POST one KCI body (exactly these bytes) and classify the answer.

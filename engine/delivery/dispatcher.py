@@ -28,9 +28,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from ..errors import CredentialsRejected
 from ..store.outbox import Outbox
 from ..store.sql import SqlStore, now_ms
-from .client import CredentialsRejected, GatewayClient, Outcome
+from .client import GatewayClient, Outcome
 from .policy import RetryPolicy
 
 log = logging.getLogger("kci_engine.delivery")

@@ -1,74 +1,67 @@
-"""The steps that provide, modify and cease orders share: the tenant-placed lifecycle.
+"""What provide, modify and cease orders share: the tenant-placed lifecycle.
 
 The table is the baseline of ``lifecycles.md``; each order-type module picks from it (cease
-orders have no appointment steps) and names its own completion rule.
+orders have no appointment steps) and adds its own order model and completion rule.
 """
 
 from __future__ import annotations
 
-from ..core._machine import RETURN, RETURN_RESOLVED, Firing, Step, When
-from ..core._rules import (
-    ANSWERS_AMENDMENT,
-    BEFORE_FIRST_KCI,
-    COMMITTED_DATES,
-    NAMES_NEW_AMENDMENT,
-    NEW_APPOINTMENT,
-    SUPPLIER_REFERENCE,
-)
+from collections.abc import Mapping
+from typing import Any
+
+from ..core._rules import ANSWERS_AMENDMENT, ANSWERS_CANCELLATION, NAMES_NEW_AMENDMENT
+from ..core.chart import RETURN, RETURN_RESOLVED, State, Step, When, final, waiting, was
+from ..core.codes import CancellationReason as C
 from ..core.codes import OrderStatus as S
 from ..core.codes import ReasonCode as R
 from ..core.events import Event as E
-from ._shared import COMPLETE, cancellation_steps, progress_steps
+from ._shared import COMPLETE, cancellation_steps, commit_steps, progress_steps, supplier_statuses
 
-STATES: tuple[str, ...] = (
-    S.SENT_TO_SUPPLIER,
-    S.ACKNOWLEDGED,
-    S.IN_PROGRESS,
-    S.HELD,
-    S.PENDING,
-    S.PENDING_AMENDMENT,
-    S.PENDING_CANCELLATION,
-    S.REJECTED,
-    S.CANCELLED,
-    S.COMPLETED,
+STATES: tuple[State, ...] = (
+    State(S.SENT_TO_SUPPLIER),
+    State(S.ACKNOWLEDGED),
+    State(S.IN_PROGRESS),
+    waiting(S.HELD),
+    waiting(S.PENDING, resolvable=True),
+    waiting(S.PENDING_AMENDMENT),
+    waiting(S.PENDING_CANCELLATION),
+    final(S.REJECTED),
+    final(S.CANCELLED),
+    final(S.COMPLETED),
 )
-NON_FINAL: tuple[str, ...] = STATES[:7]
-ACTIVE = (S.ACKNOWLEDGED, S.IN_PROGRESS)
+UNDER_WAY = (S.ACKNOWLEDGED, S.IN_PROGRESS)
+ONGOING = supplier_statuses(STATES)
 AMENDABLE = (S.ACKNOWLEDGED, S.IN_PROGRESS, S.PENDING)
-CANCELLABLE = tuple(s for s in NON_FINAL if s != S.PENDING_CANCELLATION)
+CANCELLABLE = tuple(s.name for s in STATES if not s.final and s.name != S.PENDING_CANCELLATION)
+CANCELLATION_REASONS = frozenset(
+    {C.CUSTOMER_CHANGED_MIND, C.INSTALL_FAILED, C.NETWORK_ISSUE, C.NO_LONGER_REQUIRED, C.OTHER}
+)
 
-
-def _more_amendments(firing: Firing) -> bool:
-    return len(firing.record.amendments) > 1
-
-
-MORE_AMENDMENTS = When("other amendments in flight", _more_amendments)
+MORE_AMENDMENTS = When(
+    "other amendments in flight", lambda firing: len(firing.record.amendments) > 1
+)
 
 COMMON: tuple[Step, ...] = (
-    *progress_steps(ACTIVE, NON_FINAL),
+    *progress_steps(UNDER_WAY, ONGOING),
     *cancellation_steps(CANCELLABLE),
-    COMPLETE,
+    # Rejecting a cancellation that arrived before acknowledgement acknowledges the order: its
+    # KCI cannot carry SENT_TO_SUPPLIER, a status only the gateway sets (decisions L19).
     Step(
-        E.ACKNOWLEDGE, (S.SENT_TO_SUPPLIER,), S.ACKNOWLEDGED, R.ACKNOWLEDGED, (SUPPLIER_REFERENCE,)
-    ),
-    Step(
-        E.ACKNOWLEDGED_IN_201,
-        (S.SENT_TO_SUPPLIER,),
+        E.REJECT_CANCELLATION,
+        (S.PENDING_CANCELLATION,),
         S.ACKNOWLEDGED,
-        None,
-        (SUPPLIER_REFERENCE, BEFORE_FIRST_KCI),
+        R.CANCELLATION_REJECTED,
+        (ANSWERS_CANCELLATION,),
+        was(S.SENT_TO_SUPPLIER),
     ),
-    Step(
-        E.COMMITTED_IN_201,
-        (S.SENT_TO_SUPPLIER,),
-        S.IN_PROGRESS,
-        None,
-        (SUPPLIER_REFERENCE, COMMITTED_DATES, BEFORE_FIRST_KCI),
-    ),
+    COMPLETE,
+    Step(E.ACKNOWLEDGE, (S.SENT_TO_SUPPLIER,), S.ACKNOWLEDGED, R.ACKNOWLEDGED),
+    Step(E.ACKNOWLEDGED_IN_201, (S.SENT_TO_SUPPLIER,), S.ACKNOWLEDGED, None, told_by_gateway=True),
+    Step(E.COMMITTED_IN_201, (S.SENT_TO_SUPPLIER,), S.IN_PROGRESS, None, told_by_gateway=True),
     Step(E.REJECT, (S.SENT_TO_SUPPLIER,), S.REJECTED, R.ORDER_REJECTED),
-    Step(E.COMMIT, (S.ACKNOWLEDGED,), S.IN_PROGRESS, R.COMMITTED, (COMMITTED_DATES,)),
-    Step(E.REQUEST_INFORMATION, (*ACTIVE, S.HELD), S.PENDING, R.INFORMATION_REQUIRED),
-    Step(E.REQUEST_RESUBMISSION, ACTIVE, S.PENDING, R.RESUBMIT),
+    *commit_steps(),
+    Step(E.REQUEST_INFORMATION, (*UNDER_WAY, S.HELD), S.PENDING, R.INFORMATION_REQUIRED),
+    Step(E.REQUEST_RESUBMISSION, UNDER_WAY, S.PENDING, R.RESUBMIT),
     Step(E.REQUEST_RESUBMISSION, (S.PENDING,), None, R.RESUBMIT),
     Step(E.AMENDMENT_RECEIVED, AMENDABLE, S.PENDING_AMENDMENT, None, (NAMES_NEW_AMENDMENT,)),
     Step(E.AMENDMENT_RECEIVED, (S.PENDING_AMENDMENT,), None, None, (NAMES_NEW_AMENDMENT,)),
@@ -101,7 +94,16 @@ COMMON: tuple[Step, ...] = (
 )
 
 APPOINTMENTS: tuple[Step, ...] = (
-    Step(E.REQUEST_REAPPOINTMENT, (*ACTIVE, S.HELD), S.PENDING, R.REAPPOINT),
-    Step(E.REAPPOINTED, ACTIVE, None, R.REAPPOINTED, (NEW_APPOINTMENT,)),
-    Step(E.REAPPOINTED, (S.HELD, S.PENDING), RETURN, R.REAPPOINTED, (NEW_APPOINTMENT,)),
+    Step(E.REQUEST_REAPPOINTMENT, (*UNDER_WAY, S.HELD), S.PENDING, R.REAPPOINT),
+    Step(E.REAPPOINTED, UNDER_WAY, None, R.REAPPOINTED),
+    Step(E.REAPPOINTED, (S.HELD, S.PENDING), RETURN, R.REAPPOINTED),
 )
+
+
+def tenant_key(document: Mapping[str, Any]) -> str | None:
+    """A tenant-placed order's key: ``TENANT:id`` (gateway ids are unique per tenant), else its
+    supplierOrderReference."""
+    if document.get("id") is not None and document.get("tenant"):
+        return f"{document['tenant']}:{document['id']}"
+    reference = document.get("supplierOrderReference")
+    return str(reference) if reference else None

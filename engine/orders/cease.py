@@ -1,15 +1,31 @@
-"""Cease orders: the end of an existing service, named by ``serviceId``. No appointment steps;
-delays, holds, amendments and cancellations apply as on every tenant-placed order."""
+"""Cease orders: the end of an existing service, named by ``serviceId``. No service
+characteristics and no appointment steps (decisions L11, L15); delays, holds, amendments and
+cancellations apply as on every tenant-placed order. A completed cease names its serviceId."""
 
 from __future__ import annotations
 
-from ..core._machine import Chart
+from ..core.chart import Chart
 from ..core.codes import OrderStatus, OrderType
-from ._tenant import COMMON, STATES
+from ..core.contract import Carry
+from ..core.spec import OrderTypeSpec
+from ..core.wire import ServiceOrder, Text
+from ._tenant import CANCELLATION_REASONS, COMMON, STATES, tenant_key
 
-CHART = Chart(
+
+class CeaseServiceOrder(ServiceOrder):
+    """A cease order as the KCI carries it (``ceaseServiceOrder``)."""
+
+    service_id: Text | None = None
+
+
+SPEC = OrderTypeSpec(
     order_type=OrderType.CEASE,
-    initial=OrderStatus.SENT_TO_SUPPLIER,
-    states=STATES,
-    steps=COMMON,
+    chart=Chart(OrderType.CEASE, OrderStatus.SENT_TO_SUPPLIER, STATES, COMMON),
+    order_model=CeaseServiceOrder,
+    kci_property="ceaseServiceOrder",
+    characteristics=None,
+    completion=Carry(("serviceId",), why="a completed cease order names its serviceId"),
+    placed_by_tenant=True,
+    cancellation_reasons=CANCELLATION_REASONS,
+    default_key=tenant_key,
 )

@@ -2,54 +2,89 @@
 
 The order starts in the internal state ``NEW`` and is created as ACKNOWLEDGED or IN_PROGRESS,
 whichever status the order document asks for, with a CREATED KCI. The tenant may ask to cancel
-it; the supplier may also withdraw it (see docs/decisions.md).
+it, with the unsolicited-cease reasons only; the supplier may also withdraw it (decisions L12).
 """
 
 from __future__ import annotations
 
-from ..core._machine import NEW, Chart, Firing, Step, When
-from ..core._rules import (
-    COMMITTED_DATES,
-)
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.chart import NEW, Chart, State, Step, When, final, waiting
+from ..core.codes import CancellationReason as C
 from ..core.codes import OrderStatus as S
-from ..core.codes import OrderType
+from ..core.codes import OrderType, UnsolicitedCeaseReason
 from ..core.codes import ReasonCode as R
 from ..core.events import Event as E
-from ._shared import COMPLETE, cancellation_steps, progress_steps
+from ..core.spec import OrderTypeSpec
+from ..core.wire import ServiceOrder, Text, WireDateTime
+from ._shared import COMPLETE, cancellation_steps, commit_steps, progress_steps, supplier_statuses
 
-STATES: tuple[str, ...] = (
-    NEW,
-    S.ACKNOWLEDGED,
-    S.IN_PROGRESS,
-    S.HELD,
-    S.PENDING_CANCELLATION,
-    S.CANCELLED,
-    S.COMPLETED,
+
+class UnsolicitedCeaseServiceOrder(ServiceOrder):
+    """An unsolicited cease as the KCI carries it (``unsolicitedCeaseServiceOrder``, a name
+    chosen by analogy: decisions C7). Its serviceId, reason and requestedCeaseDate are part of
+    the order, so they are required by the model (decisions L16)."""
+
+    supplier_order_reference: Text
+    service_id: Text
+    reason: UnsolicitedCeaseReason
+    requested_cease_date: WireDateTime
+
+
+STATES: tuple[State, ...] = (
+    State(NEW),
+    State(S.ACKNOWLEDGED),
+    State(S.IN_PROGRESS),
+    waiting(S.HELD),
+    waiting(S.PENDING_CANCELLATION),
+    final(S.CANCELLED),
+    final(S.COMPLETED),
 )
-ACTIVE = (S.ACKNOWLEDGED, S.IN_PROGRESS)
-NON_FINAL = (*ACTIVE, S.HELD, S.PENDING_CANCELLATION)
-CANCELLABLE = (*ACTIVE, S.HELD)
+UNDER_WAY = (S.ACKNOWLEDGED, S.IN_PROGRESS)
+CANCELLABLE = (*UNDER_WAY, S.HELD)
 
 
 def _asks_for(status: S) -> When:
-    def test(firing: Firing) -> bool:
+    def test(firing: Any) -> bool:
         return bool(firing.record.document.get("status") == status)
 
     return When(f"order.status = {status}", test)
 
 
-CHART = Chart(
+def _key(document: Mapping[str, Any]) -> str | None:
+    reference = document.get("supplierOrderReference")
+    return str(reference) if reference else None
+
+
+SPEC = OrderTypeSpec(
     order_type=OrderType.UNSOLICITED_CEASE,
-    initial=NEW,
-    states=STATES,
-    steps=(
-        Step(E.CREATE, (NEW,), S.ACKNOWLEDGED, R.CREATED, when=_asks_for(S.ACKNOWLEDGED)),
-        Step(
-            E.CREATE, (NEW,), S.IN_PROGRESS, R.CREATED, (COMMITTED_DATES,), _asks_for(S.IN_PROGRESS)
+    chart=Chart(
+        OrderType.UNSOLICITED_CEASE,
+        NEW,
+        STATES,
+        (
+            Step(E.CREATE, (NEW,), S.ACKNOWLEDGED, R.CREATED, when=_asks_for(S.ACKNOWLEDGED)),
+            Step(E.CREATE, (NEW,), S.IN_PROGRESS, R.CREATED, when=_asks_for(S.IN_PROGRESS)),
+            *commit_steps(),
+            *progress_steps(UNDER_WAY, supplier_statuses(STATES)),
+            *cancellation_steps(CANCELLABLE),
+            COMPLETE,
         ),
-        Step(E.COMMIT, (S.ACKNOWLEDGED,), S.IN_PROGRESS, R.COMMITTED, (COMMITTED_DATES,)),
-        *progress_steps(ACTIVE, NON_FINAL),
-        *cancellation_steps(CANCELLABLE),
-        COMPLETE,
     ),
+    order_model=UnsolicitedCeaseServiceOrder,
+    kci_property="unsolicitedCeaseServiceOrder",
+    characteristics=None,
+    completion=None,
+    placed_by_tenant=False,
+    cancellation_reasons=frozenset(
+        {
+            C.NO_AUTHORISATION,
+            C.CUSTOMER_NOT_AWARE,
+            C.DELIBERATE_MISLEAD,
+            C.PURCHASED_DIFFERENT_PRODUCT,
+            C.END_USER_NOT_MOVING,
+        }
+    ),
+    default_key=_key,
 )

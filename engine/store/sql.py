@@ -220,35 +220,38 @@ class SqlStore:
 
     Args:
         url: a SQLAlchemy URL, ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
-        engine: an existing SQLAlchemy engine instead of a URL.
+        db: an existing SQLAlchemy engine instead of a URL (the store's ``db``).
         migrate: bring the schema up to date (Alembic ``upgrade head``) before first use.
+
+    A store is a context manager, like ``httpx.Client`` and SQLAlchemy's ``Session``: leaving
+    the block closes its connections.
     """
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
         *,
-        engine: Engine | None = None,
+        db: Engine | None = None,
         migrate: bool = True,
     ) -> None:
-        self.engine = engine if engine is not None else create_db_engine(url)
+        self.db = db if db is not None else create_db_engine(url)
         self._session: Session | None = None
         self._local = threading.local()
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._statements: dict[int, _Compiled] = {}
-        dbapi: Any = self.engine.dialect.dbapi
+        dbapi: Any = self.db.dialect.dbapi
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._operational_error: type[Exception] = dbapi.OperationalError
         if migrate:
             from .migrate import upgrade
 
-            upgrade(self.engine)
+            upgrade(self.db)
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
-        return str(self.engine.dialect.name)
+        return str(self.db.dialect.name)
 
     def joined(self, session: Session) -> SqlStore:
         """A view of this store that works inside the caller's session and transaction.
@@ -261,6 +264,15 @@ class SqlStore:
         view._session = session
         return view
 
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.db.url.render_as_string(hide_password=True)!r})"
+
     def close(self) -> None:
         """Close this store's connections (a joined view's session belongs to the caller)."""
         if self._session is not None:
@@ -270,12 +282,12 @@ class SqlStore:
                 dbapi.close()
             self._connections.clear()
         self._local = threading.local()
-        self.engine.dispose()
+        self.db.dispose()
 
     def _compiled(self, statement: Statement) -> _Compiled:
         found = self._statements.get(id(statement))
         if found is None:
-            found = self._statements[id(statement)] = _Compiled(statement, self.engine.dialect)
+            found = self._statements[id(statement)] = _Compiled(statement, self.db.dialect)
         return found
 
     # --- transactions --------------------------------------------------------------------------
@@ -283,7 +295,7 @@ class SqlStore:
     def _dbapi(self) -> Any:
         dbapi = getattr(self._local, "dbapi", None)
         if dbapi is None:
-            dbapi = self.engine.raw_connection()
+            dbapi = self.db.raw_connection()
             if self.dialect == "postgresql":
                 driver: Any = dbapi.driver_connection
                 driver.autocommit = True  # the store issues BEGIN itself
@@ -314,6 +326,21 @@ class SqlStore:
             finally:
                 self._local.batch = None
 
+    def _instrumented(self) -> bool:
+        """Whether someone watches the statements: ``echo``, or listeners on SQLAlchemy's cursor
+        events (OpenTelemetry's SQLAlchemy instrumentation, your own). The hot path then runs
+        its statements through a SQLAlchemy connection, which fires the events, instead of on
+        the DBAPI connection directly (about 40 µs a statement more; decisions S9)."""
+        dispatch: Any = self.db.dispatch
+        return bool(self.db.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+    @contextmanager
+    def _instrumented_transaction(self, *, write: bool) -> Iterator[_Runner]:
+        with self.db.connect() as conn:
+            conn = conn.execution_options(kci_write=write)  # SQLite: BEGIN IMMEDIATE
+            with conn.begin():
+                yield _SessionRunner(self, conn)
+
     @contextmanager
     def _read(self) -> Iterator[_Runner]:
         if self._session is not None:
@@ -322,6 +349,10 @@ class SqlStore:
         batch = getattr(self._local, "batch", None)
         if batch is not None:
             yield batch
+            return
+        if self._instrumented():
+            with self._instrumented_transaction(write=False) as runner:
+                yield runner
             return
         try:
             yield _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
@@ -340,6 +371,10 @@ class SqlStore:
         batch = getattr(self._local, "batch", None)
         if batch is not None:
             yield batch
+            return
+        if self._instrumented():
+            with self._instrumented_transaction(write=True) as runner:
+                yield runner
             return
         dbapi = self._dbapi()
         runner = _DirectRunner(self, dbapi)
@@ -482,7 +517,7 @@ class SqlStore:
         if self._session is not None:
             yield self._session.connection()
             return
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             yield conn
 
     def events(self, order_id: str) -> list[EventEntry]:

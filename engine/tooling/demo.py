@@ -15,6 +15,7 @@ from ..core.codes import OrderType
 from ..core.events import Event
 from ..core.records import Kci
 from ..errors import EngineError
+from ..orders import SPECS
 from .testing import (
     COMMIT_DATES,
     cease_order,
@@ -206,7 +207,7 @@ class Played:
 def play(engine: Engine, samples: tuple[Sample, ...] = SAMPLES) -> Iterator[Played]:
     """Replay ``samples`` on ``engine``, one order each."""
     for sample in samples:
-        if sample.order_type is OrderType.UNSOLICITED_CEASE:
+        if not SPECS[sample.order_type].placed_by_tenant:
             produced = engine.create_unsolicited_cease(
                 sample.order, conversation_id=sample.conversation_id
             )
@@ -277,7 +278,7 @@ def run_demo(
     try:
         if next(store.order_ids(), None) is not None:
             raise EngineError(
-                f"the database at {store.engine.url.render_as_string(hide_password=True)} "
+                f"the database at {store.db.url.render_as_string(hide_password=True)} "
                 "already holds orders; run the demo on a new database"
             )
         played = list(play(Engine(store)))

@@ -4,7 +4,8 @@ Installed with kci-engine (entry point ``kci_engine`` in the ``pytest11`` group)
 drops scenario files into their own test directories and ``pytest`` replays them, each against
 its golden transcript if one lies next to it. A failure shows the readable diff of expected
 against actual KCIs, not a traceback through the replay machinery. Disable it with
-``-p no:kci_engine``.
+``-p no:kci_engine``. Loading it needs only pytest: PyYAML (the ``scenarios`` extra) is imported
+when a scenario file runs, so an engine installed without it leaves pytest working.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from typing import Any
 
 import pytest
 
-from .scenarios.loader import SUFFIXES, ScenarioError
-from .scenarios.transcript import replay_file
-
-
-class ScenarioFailed(Exception):
-    """A scenario's replay differed from what its file says."""
+from ..errors import Problem, ScenarioError, ScenarioFailed
+from .scenarios import SUFFIXES
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
@@ -44,6 +41,11 @@ class ScenarioItem(pytest.Item):
     """Replays its file on a fresh in-memory engine when run."""
 
     def runtest(self) -> None:
+        try:  # scenario files need PyYAML, which the engine alone does not install
+            from .scenarios.transcript import replay_file
+        except ImportError as missing:
+            why = f"needs the scenarios extra: pip install 'kci-engine[scenarios]' ({missing})"
+            raise ScenarioError(str(self.path), [Problem(0, "", why)]) from None
         result = replay_file(self.path)  # a ScenarioError reports the file, line and field
         if not result.passed:
             raise ScenarioFailed(result.report())

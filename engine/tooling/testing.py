@@ -12,7 +12,7 @@ from uuid import UUID
 from .._facade import Engine
 from ..core.codes import OrderType
 from ..core.records import Kci
-from ..core.wire import parse_kci
+from ..orders import parse_kci
 from ..store.base import Store
 
 EPOCH = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

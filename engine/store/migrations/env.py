@@ -10,6 +10,7 @@ attributes = context.config.attributes
 context.configure(
     connection=attributes["connection"],
     target_metadata=attributes["metadata"],
+    version_table=attributes["version_table"],
     render_as_batch=True,
 )
 with context.begin_transaction():

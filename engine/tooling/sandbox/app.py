@@ -27,8 +27,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...core.codes import OrderType
-from ...core.wire import parse_kci
 from ...errors import ConfigurationError
+from ...orders import parse_kci
 from .faults import FaultKind, FaultPlan
 from .state import SandboxState, Verdict
 

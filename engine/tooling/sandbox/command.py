@@ -18,12 +18,9 @@ from ...errors import EngineError
 from .faults import ALL_FAULTS
 
 
-class _Stop(Exception):
-    """SIGINT or SIGTERM arrived: stop serving."""
-
-
 def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+    """SIGINT or SIGTERM arrived: stop serving, as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -37,7 +34,7 @@ def _stopped_by_signals() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _stop) for sig in signals}
     try:
         yield
-    except _Stop:
+    except KeyboardInterrupt:
         click.echo("sandbox gateway stopped", err=True)
     finally:
         for sig, handler in previous.items():

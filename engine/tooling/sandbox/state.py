@@ -20,37 +20,28 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
-from ...core.codes import OrderType
-from ...core.wire import ORDER_PROPERTY, KciBody, dump_json
+from ...core.wire import KciBody, dump_json
+from ...orders import SPECS
 from .faults import FaultInjector, FaultKind, FaultPlan
 
 REJECTED_STATUSES = (400, 401, 422)
 
-_UNSOLICITED = ORDER_PROPERTY[OrderType.UNSOLICITED_CEASE]
-_OTHER_PROPERTIES = tuple(p for p in ORDER_PROPERTY.values() if p != _UNSOLICITED)
-
 
 def order_key(body: Mapping[str, Any]) -> str:
-    """The sandbox's key for the order a KCI body is about.
-
-    ``TENANT:id`` when the order carries its gateway ``tenant`` and ``id`` (the engine's default
-    order id), else its ``supplierOrderReference``, else ``:id``. An unsolicited cease is always
-    keyed by its ``supplierOrderReference``: the supplier created it, the tenant gave no id.
+    """The sandbox's key for the order a KCI body is about: the engine's own default key for
+    its order type (``TENANT:id`` for a tenant-placed order, the ``supplierOrderReference`` of an
+    unsolicited cease, which the tenant gave no id), else ``:id``.
 
     Raises:
         ValueError: when the body carries no order property or the order no identifier (a body
-            that :func:`engine.kci.parse_kci` accepted always has both).
+            that :func:`kci_engine.orders.parse_kci` accepted always has both).
     """
-    unsolicited = body.get(_UNSOLICITED)
-    if isinstance(unsolicited, Mapping) and unsolicited.get("supplierOrderReference"):
-        return str(unsolicited["supplierOrderReference"])
-    for prop in _OTHER_PROPERTIES:
-        order = body.get(prop)
+    for spec in SPECS.values():
+        order = body.get(spec.kci_property)
         if isinstance(order, Mapping):
-            if order.get("tenant") and order.get("id") is not None:
-                return f"{order['tenant']}:{order['id']}"
-            if order.get("supplierOrderReference"):
-                return str(order["supplierOrderReference"])
+            key = spec.default_key(order)
+            if key is not None:
+                return key
             if order.get("id") is not None:
                 return f":{order['id']}"  # no tenant: kept apart from supplier references
     raise ValueError("the KCI body identifies no order")

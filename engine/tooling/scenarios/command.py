@@ -15,15 +15,28 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ...errors import EngineError
+from ...errors import EngineError, ScenarioError
 from .coverage import Coverage
-from .loader import ScenarioError, discover
 from .model import Scenario
 from .replay import Result, replay
-from .transcript import record, replay_file, transcript_path
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ...store.sql import SqlStore
+
+
+def _scenario_files() -> ModuleType:
+    """The scenario-file modules, which need PyYAML (the ``scenarios`` extra)."""
+    try:
+        from . import transcript
+    except ImportError as missing:
+        raise click.ClickException(
+            f"scenario files need the scenarios extra: pip install 'kci-engine[scenarios]' "
+            f"({missing})"
+        ) from None
+    return transcript
+
 
 Job = tuple[str, Callable[[], Result]]
 
@@ -52,7 +65,7 @@ def _files(paths: tuple[Path, ...]) -> tuple[list[Path], int, list[str]]:
     errors: list[str] = []
     for path in paths:
         try:
-            files, skipped = discover([path])
+            files, skipped = _scenario_files().discover([path])
         except ScenarioError as exc:
             errors.append(exc.message)
             continue
@@ -157,7 +170,7 @@ def _jobs(
         return f"replay-{run}/{index}/" if store is not None else ""
 
     def from_file(index: int, path: Path) -> Job:
-        return str(path), lambda: replay_file(
+        return str(path), lambda: _scenario_files().replay_file(
             path, store=store, order_prefix=prefix(index), transcripts=transcripts
         )
 
@@ -204,7 +217,7 @@ def record_command(paths: tuple[Path, ...], force: bool) -> None:
         click.echo(f"ERROR {message}")
     for path in files:
         try:
-            result = replay_file(path, transcripts=False)
+            result = _scenario_files().replay_file(path, transcripts=False)
         except ScenarioError as exc:
             failed += 1
             click.echo(f"ERROR {exc.message}")
@@ -213,9 +226,9 @@ def record_command(paths: tuple[Path, ...], force: bool) -> None:
             failed += 1
             click.echo(f"FAIL {result.report()}\n  not recorded (use --force to record anyway)")
             continue
-        target = transcript_path(path)
+        target = _scenario_files().transcript_path(path)
         before = target.read_text(encoding="utf-8") if target.exists() else None
-        record(result, path)
+        _scenario_files().record(result, path)
         after = target.read_text(encoding="utf-8")
         state = "new" if before is None else ("unchanged" if before == after else "updated")
         click.echo(f"{state:<9} {target} ({len(result.kcis)} KCIs)")

@@ -15,8 +15,9 @@ from typing import Any
 
 from ...core.codes import OrderType
 from ...core.records import Kci
-from ...core.wire import ORDER_PROPERTY, characteristic, format_datetime
+from ...core.wire import format_datetime
 from ...errors import EngineError, EventNotAllowed, MissingField
+from ...orders import SPECS
 from .model import ExpectedKci, ExpectedRefusal
 
 _BARE = re.compile(r"[\w.:+-]+")
@@ -65,7 +66,15 @@ def matches(order_type: OrderType, expected: ExpectedKci, kci: Kci) -> bool:
 def wanted_values(expected: ExpectedKci) -> dict[str, Any]:
     """The values the author gave, flattened: ``order.targetDate``, ``characteristics.X``."""
     values: dict[str, Any] = {}
-    for key in ("reason", "status", "sequence", "problem_code", "text", "supplier_codes"):
+    for key in (
+        "reason",
+        "status",
+        "sequence",
+        "problem_code",
+        "text",
+        "supplier_codes",
+        "supplier_notes",
+    ):
         if key in expected.checked():
             value = getattr(expected, key)
             values[key] = value.value if isinstance(value, Enum) else value
@@ -81,8 +90,9 @@ def wanted_values(expected: ExpectedKci) -> dict[str, Any]:
 
 def project(order_type: OrderType, kci: Kci, expected: ExpectedKci | None) -> dict[str, Any]:
     """The KCI's values under the keys ``expected`` gives (reason, status, sequence if none)."""
+    spec = SPECS[order_type]
     body = kci.body
-    order = body[ORDER_PROPERTY[order_type]]
+    order = body[spec.kci_property]
     values: dict[str, Any] = {
         "reason": kci.reason_code.value,
         "status": kci.status.value,
@@ -90,6 +100,7 @@ def project(order_type: OrderType, kci: Kci, expected: ExpectedKci | None) -> di
         "problem_code": body.get("problemCode"),
         "text": body.get("text"),
         "supplier_codes": body.get("supplierCodes"),
+        "supplier_notes": body.get("supplierNotes"),
         "issued_on": body.get("issuedOn"),
     }
     keys = wanted_values(expected) if expected else {"reason": 0, "status": 0, "sequence": 0}
@@ -97,11 +108,21 @@ def project(order_type: OrderType, kci: Kci, expected: ExpectedKci | None) -> di
         if key.startswith("order."):
             values[key] = order.get(key.removeprefix("order."))
         elif key.startswith("characteristics."):
-            values[key] = characteristic(order_type, order, key.removeprefix("characteristics."))
+            values[key] = spec.characteristic(order, key.removeprefix("characteristics."))
     return {key: values[key] for key in keys}
 
 
 def _same(expected: Any, actual: Any) -> bool:
+    """Equal, with date-times compared as instants at any depth (an appointment's start inside
+    an ``order:`` expectation as much as a top-level targetDate)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(
+            _same(value, actual[key]) for key, value in expected.items()
+        )
+    if isinstance(expected, list) and isinstance(actual, list):
+        return len(expected) == len(actual) and all(
+            _same(e, a) for e, a in zip(expected, actual, strict=True)
+        )
     if isinstance(expected, str) and isinstance(actual, str) and expected != actual:
         moments = [_instant(expected), _instant(actual)]
         return None not in moments and moments[0] == moments[1]

@@ -10,46 +10,71 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ...core._machine import Edge
-from ...core.codes import OrderStatus, OrderType
-from ...core.events import RECEIVED, Event, EventEntry
-from ...orders import MACHINES
-
-#: How a synchronous 201 answer shows in the event log: the order's arrival, already moved on.
-_SYNC_EDGES = {
-    OrderStatus.ACKNOWLEDGED: Event.ACKNOWLEDGED_IN_201,
-    OrderStatus.IN_PROGRESS: Event.COMMITTED_IN_201,
-}
+from ...core.chart import Edge
+from ...core.codes import OrderType
+from ...core.events import RECEIVED, EventEntry
+from ...orders import SPECS
 
 
 def edge_name(order_type: OrderType, edge: Edge) -> str:
     """An edge as reports name it: ``provide:resume:HELD->IN_PROGRESS[was IN_PROGRESS]``."""
-    condition = f"[{edge.condition.label}]" if edge.condition else ""
+    condition = f"[{edge.condition_label}]" if edge.condition_label else ""
     return f"{order_type.value}:{edge.step.event.value}:{edge.source}->{edge.dest}{condition}"
 
 
 def edges_exercised(order_type: OrderType, entries: list[EventEntry]) -> set[Edge]:
     """The transitions of the order's machine that its event log shows were taken.
 
-    No two edges of a chart share event, source and destination, so the log's event and
-    statuses before and after name exactly one edge. An order's arrival with a synchronous 201
-    answer is logged as its arrival, already ACKNOWLEDGED or IN_PROGRESS.
+    The log's event and statuses before and after name the edge, except where two edges of an
+    event join the same statuses and differ by where the order was before its wait (a
+    cancellation rejected before or after acknowledgement both go to ACKNOWLEDGED). For those,
+    the statuses the order waited from are followed along the log itself: entering a waiting
+    status remembers the status left, coming back to a remembered status forgets it and what was
+    entered after, and moving into a working status forgets everything. An order's arrival with
+    a synchronous 201 answer is logged as its arrival, already ACKNOWLEDGED or IN_PROGRESS.
     """
-    machine = MACHINES[order_type]
-    by_move = {(e.step.event.value, e.source, e.dest): e for e in machine.edges}
+    spec = SPECS[order_type]
+    chart = spec.chart
+    by_move: dict[tuple[str, str, str], list[Edge]] = {}
+    for edge in spec.edges:
+        by_move.setdefault((edge.step.event.value, edge.source, edge.dest), []).append(edge)
     found: set[Edge] = set()
+    stack: list[str] = []
     for entry in entries:
         event = entry.event
-        before = entry.status_before or machine.chart.initial
+        before = entry.status_before or chart.initial
+        after = entry.status_after
         if event == RECEIVED:
-            sync = _SYNC_EDGES.get(OrderStatus(entry.status_after))
-            if sync is None:
-                continue
-            event = sync.value
-        edge = by_move.get((event, before, entry.status_after))
-        if edge is not None:
-            found.add(edge)
+            sync = spec.synchronous_answers.get(after)
+            event = sync.value if sync is not None else ""
+        candidates = by_move.get((event, before, after), [])
+        if candidates:
+            was = stack[-1] if stack else None
+            found.add(min(candidates, key=lambda e: _fit(e, was)))
+        _follow(stack, chart.waits, before, after)
     return found
+
+
+def _fit(edge: Edge, was: str | None) -> int:
+    """How well ``edge`` fits an order that waited from ``was`` (lower is better): a step whose
+    own condition names that status, a return to it, any other edge, a condition naming
+    another status."""
+    label = edge.condition.label if edge.condition is not None else ""
+    if label.startswith("was "):
+        return 0 if label == f"was {was}" else 3
+    return 1 if edge.back_to == was else 2
+
+
+def _follow(stack: list[str], waits: frozenset[str], before: str, after: str) -> None:
+    """The statuses an order waits from, after a move from ``before`` to ``after``."""
+    if after == before:
+        return
+    if after in stack:
+        del stack[stack.index(after) :]
+    elif after in waits:
+        stack.append(before)
+    else:
+        stack.clear()
 
 
 @dataclass
@@ -57,7 +82,7 @@ class Coverage:
     """The edges exercised so far, per order type."""
 
     covered: dict[OrderType, set[Edge]] = field(
-        default_factory=lambda: {order_type: set() for order_type in MACHINES}
+        default_factory=lambda: {order_type: set() for order_type in SPECS}
     )
 
     def add(self, order_type: OrderType, edges: Iterable[Edge]) -> None:
@@ -65,13 +90,13 @@ class Coverage:
 
     def missing(self, order_type: OrderType) -> list[Edge]:
         """The edges of ``order_type`` no replay took, in chart order."""
-        return [e for e in MACHINES[order_type].edges if e not in self.covered[order_type]]
+        return [e for e in SPECS[order_type].edges if e not in self.covered[order_type]]
 
     def figures(self) -> dict[OrderType, tuple[int, int]]:
         """Per order type: edges exercised, edges in the machine."""
         return {
-            order_type: (len(self.covered[order_type]), len(machine.edges))
-            for order_type, machine in MACHINES.items()
+            order_type: (len(self.covered[order_type]), len(spec.edges))
+            for order_type, spec in SPECS.items()
         }
 
     def complete(self) -> bool:

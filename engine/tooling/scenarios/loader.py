@@ -22,40 +22,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ...errors import EngineError
-from .model import FieldProblem, Scenario
+from ...errors import Problem, ScenarioError
+from . import SUFFIXES, TRANSCRIPT_SUFFIX
+from .model import FIELD_PROBLEM, Scenario
 
-#: File names the loader, the ``replay`` command and the pytest plugin treat as scenarios.
-SUFFIXES = (".kci.yaml", ".kci.yml")
-#: Golden transcripts live next to their scenarios and end so.
-TRANSCRIPT_SUFFIX = ".transcript.json"
+__all__ = ["SUFFIXES", "TRANSCRIPT_SUFFIX", "Problem", "ScenarioError", "load_scenario"]
 
 Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One mistake in a scenario file."""
-
-    line: int
-    field: str
-    message: str
-
-
-class ScenarioError(EngineError):
-    """A scenario file is malformed. The message has one line per problem,
-    ``FILE:LINE: field: message``; ``line`` and ``field`` are those of the first."""
-
-    def __init__(self, path: str, problems: list[Problem]) -> None:
-        self.path = path
-        self.problems = problems
-        self.line = problems[0].line
-        self.field = problems[0].field
-        super().__init__(
-            "\n".join(
-                f"{path}:{p.line}: {p.field + ': ' if p.field else ''}{p.message}" for p in problems
-            )
-        )
 
 
 @dataclass(frozen=True)
@@ -158,10 +131,9 @@ def _index(node: yaml.Node, path: Loc, lines: dict[Loc, int], problems: list[Pro
 def _problem(err: Any, lines: dict[Loc, int]) -> Problem:
     loc: Loc = tuple(err["loc"])
     message = err["msg"]
-    cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, FieldProblem):
-        loc = (*loc, *cause.path)
-        message = str(cause)
+    if err["type"] == FIELD_PROBLEM:
+        loc = (*loc, *err["ctx"]["path"])
+        message = err["ctx"]["message"]
     line = 1
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:

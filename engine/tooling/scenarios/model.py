@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ...core.codes import OrderStatus, OrderType, ProblemCode, ReasonCode
 from ...core.events import Event, EventData
+from ...orders import SPECS
 
 #: The typed errors a scenario may expect; the replay matches the exact class, not a subclass.
 ErrorName = Literal[
@@ -34,13 +36,14 @@ STEP_GAP = timedelta(minutes=1)
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class FieldProblem(ValueError):
+#: The pydantic error type of a rule across fields (see :func:`FieldProblem`).
+FIELD_PROBLEM = "scenario_field"
+
+
+def FieldProblem(path: tuple[str | int, ...], message: str) -> PydanticCustomError:  # noqa: N802
     """A rule across fields, broken at ``path`` (relative to the model that raises it); the
     loader adds the path to pydantic's location so the error points at the right line."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
+    return PydanticCustomError(FIELD_PROBLEM, "{message}", {"message": message, "path": path})
 
 
 class _Strict(BaseModel):
@@ -55,7 +58,8 @@ class ExpectedKci(_Strict):
         reason: the reasonCode (always compared).
         status: the status of the order the KCI carries.
         sequence: the sequenceNumber.
-        problem_code, text, supplier_codes, issued_on: the body fields of those names.
+        problem_code, text, supplier_codes, supplier_notes, issued_on: the body fields of
+            those names (notes in wire form: ``note``, ``type``, ``created``).
         order: fields of the order object the author cares about (wire names); each is compared
             whole, date-times as instants.
         characteristics: service characteristics by name, wherever the order type keeps them.
@@ -67,6 +71,7 @@ class ExpectedKci(_Strict):
     problem_code: ProblemCode | None = None
     text: str | None = None
     supplier_codes: list[str] | None = None
+    supplier_notes: list[dict[str, Any]] | None = None
     issued_on: Timestamp | None = None
     order: dict[str, Any] | None = None
     characteristics: dict[str, str | None] | None = None
@@ -185,7 +190,7 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Scenario:
-        unsolicited = self.order_type is OrderType.UNSOLICITED_CEASE
+        unsolicited = not SPECS[self.order_type].placed_by_tenant
         if unsolicited and self.start.answered_with is not None:
             raise FieldProblem(
                 ("start", "answered_with"), "an unsolicited cease has no synchronous 201 answer"

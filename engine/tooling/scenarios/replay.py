@@ -21,12 +21,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..._facade import Engine
-from ...core._machine import Edge
-from ...core.codes import OrderType
+from ...core.chart import Edge
 from ...core.events import RECEIVED
 from ...core.records import Kci
-from ...core.wire import parse_kci
 from ...errors import EngineError
+from ...orders import SPECS, parse_kci
 from ...store.base import Store
 from ...store.memory import MemoryStore
 from ..testing import sequential_ids
@@ -187,7 +186,7 @@ def stream_problems(kcis: list[Kci]) -> list[str]:
 
 
 def _unsolicited(scenario: Scenario) -> bool:
-    return scenario.order_type is OrderType.UNSOLICITED_CEASE
+    return not SPECS[scenario.order_type].placed_by_tenant
 
 
 def _default_key(order: dict[str, Any]) -> str:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ...store.base import Store
-from .loader import SUFFIXES, TRANSCRIPT_SUFFIX, load_scenario
+from .loader import SUFFIXES, TRANSCRIPT_SUFFIX, discover, load_scenario
 from .replay import Result, replay
+
+__all__ = ["compare", "discover", "record", "replay_file", "transcript", "transcript_path"]
 
 COMMENT = (
     "Golden transcript of the scenario of the same name, written by `kci-engine record`: "

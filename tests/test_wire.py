@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -10,21 +11,10 @@ import pytest
 from click.testing import CliRunner
 from kci_engine.cli import main
 from kci_engine.core.codes import OrderType, ProblemCode, ReasonCode
-from kci_engine.core.wire import (
-    KCI_MODELS,
-    ORDER_PROPERTY,
-    CeaseKci,
-    ContractRuleError,
-    ModifyKci,
-    ProvideKci,
-    UnsolicitedCeaseKci,
-    characteristic,
-    check_contract,
-    dump_json,
-    format_datetime,
-    kci_json_schema,
-    parse_kci,
-)
+from kci_engine.core.contract import check_kci
+from kci_engine.core.wire import dump_json, format_datetime
+from kci_engine.errors import ContractViolation, MissingField
+from kci_engine.orders import SPECS, kci_json_schema, parse_kci
 from pydantic import ValidationError
 
 P, C, M, U = (
@@ -34,6 +24,9 @@ P, C, M, U = (
     OrderType.UNSOLICITED_CEASE,
 )
 R = ReasonCode
+KCI_MODELS = {t: spec.kci_model for t, spec in SPECS.items()}
+ORDER_PROPERTY = {t: spec.kci_property for t, spec in SPECS.items()}
+ProvideKci, CeaseKci, ModifyKci, UnsolicitedCeaseKci = (KCI_MODELS[t] for t in (P, C, M, U))
 KCI_ID = "00000000-0000-4000-8000-000000000001"
 ISSUED = "2026-11-23T09:00:00.000Z"
 DATES = {"committedDate": "2026-12-01T08:00:00.000Z", "targetDate": "2026-12-02T08:00:00.000Z"}
@@ -45,8 +38,18 @@ SERVICE_ID_ITEM = {"serviceCharacteristics": [{"name": "SERVICE_ID", "value": "S
 
 BASE_ORDERS: dict[OrderType, dict[str, Any]] = {
     P: {"id": 1001, "tenant": "TENANT1", "supplierOrderReference": "SUP-1001"},
-    C: {"id": 3001, "tenant": "TENANT1", "serviceId": "SVC-2"},
-    M: {"id": 2001, "tenant": "TENANT1", "serviceId": "SVC-1"},
+    C: {
+        "id": 3001,
+        "tenant": "TENANT1",
+        "supplierOrderReference": "SUP-3001",
+        "serviceId": "SVC-2",
+    },
+    M: {
+        "id": 2001,
+        "tenant": "TENANT1",
+        "supplierOrderReference": "SUP-2001",
+        "serviceId": "SVC-1",
+    },
     U: {
         "supplierOrderReference": "UC-1",
         "serviceId": "SVC-3",
@@ -63,14 +66,17 @@ def kci_body(
     order: dict[str, Any] | None = None,
     **envelope: Any,
 ) -> dict[str, Any]:
-    """A KCI body in wire form: the base order of ``order_type`` with ``order`` merged in."""
+    """A KCI body in wire form: the base order of ``order_type`` with ``order`` merged in (a
+    committed order has its dates unless ``order`` removes them with ``None``)."""
+    dates = DATES if status == "IN_PROGRESS" else {}
+    merged = {**BASE_ORDERS[order_type], **dates, "status": status, **copy.deepcopy(order or {})}
     return {
         "id": KCI_ID,
         "sequenceNumber": 1,
         "issuedOn": ISSUED,
         "reasonCode": reason.value,
         **envelope,
-        ORDER_PROPERTY[order_type]: {**BASE_ORDERS[order_type], "status": status, **(order or {})},
+        ORDER_PROPERTY[order_type]: {k: v for k, v in merged.items() if v is not None},
     }
 
 
@@ -91,7 +97,7 @@ VALID: list[tuple[OrderType, ReasonCode, str, dict[str, Any], dict[str, Any]]] =
     (P, R.ACKNOWLEDGED, "ACKNOWLEDGED", {}, {}),
     (P, R.COMMITTED, "IN_PROGRESS", DATES, {}),
     (U, R.COMMITTED, "IN_PROGRESS", DATES, {}),
-    (P, R.UPDATE, "SENT_TO_SUPPLIER", {}, {}),
+    (P, R.UPDATE, "ACKNOWLEDGED", {}, {}),
     (P, R.UPDATE, "PENDING_CANCELLATION", {}, {"text": "Notes changed"}),
     (P, R.ADDITIONAL, "IN_PROGRESS", {"serviceOrderItem": SERVICE_ID_ITEM}, {}),
     (P, R.WARNING, "IN_PROGRESS", {}, PC),
@@ -114,7 +120,7 @@ VALID: list[tuple[OrderType, ReasonCode, str, dict[str, Any], dict[str, Any]]] =
     (
         P,
         R.CANCELLATION_REJECTED,
-        "SENT_TO_SUPPLIER",
+        "ACKNOWLEDGED",
         {"serviceOrderCancellationReference": "C-1"},
         PC_TEXT,
     ),
@@ -146,12 +152,12 @@ def test_a_body_obeying_the_contract_parses_to_its_order_type_model(
     body = kci_body(order_type, reason, status, order, **envelope)
     kci = parse_kci(body)
     assert isinstance(kci, KCI_MODELS[order_type])
-    assert kci.order_type is order_type
+    assert kci.spec is SPECS[order_type]
     assert kci.reason_code is reason
     assert kci.order.status == status
     assert kci.wire() == body
-    check_contract(
-        order_type,
+    check_kci(
+        SPECS[order_type],
         reason,
         body[ORDER_PROPERTY[order_type]],
         problem_code=ProblemCode(envelope["problemCode"]) if "problemCode" in envelope else None,
@@ -276,6 +282,41 @@ REFUSED = [
     refused("COMPLETED-carries-COMPLETED", M, R.COMPLETED, "IN_PROGRESS", "status", missing=False),
     refused("UPDATE-never-final", P, R.UPDATE, "COMPLETED", "status", missing=False),
     refused(
+        "UPDATE-never-SENT_TO_SUPPLIER-the-gateways-status",
+        P,
+        R.UPDATE,
+        "SENT_TO_SUPPLIER",
+        "status",
+        missing=False,
+    ),
+    refused(
+        "CANCELLATION_REJECTED-never-SENT_TO_SUPPLIER",
+        P,
+        R.CANCELLATION_REJECTED,
+        "SENT_TO_SUPPLIER",
+        "status",
+        CAN,
+        missing=False,
+        **PC_TEXT,
+    ),
+    refused("RESUMED-carries-IN_PROGRESS", P, R.RESUMED, "ACKNOWLEDGED", "status", missing=False),
+    refused(
+        "ACKNOWLEDGED-carries-supplierOrderReference",
+        M,
+        R.ACKNOWLEDGED,
+        "ACKNOWLEDGED",
+        "supplierOrderReference",
+        {"supplierOrderReference": None},
+    ),
+    refused(
+        "IN_PROGRESS-carries-targetDate",
+        C,
+        R.UPDATE,
+        "IN_PROGRESS",
+        "targetDate",
+        {"targetDate": None},
+    ),
+    refused(
         "AMENDED-never-SENT_TO_SUPPLIER",
         P,
         R.AMENDED,
@@ -324,7 +365,7 @@ REFUSED = [
         R.COMMITTED,
         "IN_PROGRESS",
         "committedDate",
-        {"targetDate": DATES["targetDate"]},
+        {"committedDate": None},
     ),
     refused(
         "COMMITTED-needs-targetDate",
@@ -332,9 +373,16 @@ REFUSED = [
         R.COMMITTED,
         "IN_PROGRESS",
         "targetDate",
-        {"committedDate": DATES["committedDate"]},
+        {"targetDate": None},
     ),
-    refused("CREATED-IN_PROGRESS-needs-dates", U, R.CREATED, "IN_PROGRESS", "committedDate"),
+    refused(
+        "CREATED-IN_PROGRESS-needs-dates",
+        U,
+        R.CREATED,
+        "IN_PROGRESS",
+        "committedDate",
+        {"committedDate": None, "targetDate": None},
+    ),
     refused(
         "AMENDED-references-the-amendment", P, R.AMENDED, "IN_PROGRESS", "serviceOrderAmendmentId"
     ),
@@ -399,9 +447,9 @@ def test_a_body_breaking_a_rule_is_refused_naming_the_field(
     with pytest.raises(ValidationError) as info:
         parse_kci(body)
     assert contract_fields(info.value) == [field]
-    with pytest.raises(ContractRuleError) as rule:
-        check_contract(
-            order_type,
+    with pytest.raises(ContractViolation) as rule:
+        check_kci(
+            SPECS[order_type],
             reason,
             body[ORDER_PROPERTY[order_type]],
             problem_code=ProblemCode(envelope["problemCode"])
@@ -410,9 +458,12 @@ def test_a_body_breaking_a_rule_is_refused_naming_the_field(
             text=envelope.get("text"),
             supplier_codes=envelope.get("supplierCodes"),
         )
-    assert rule.value.field == field
-    assert rule.value.missing is missing
-    assert str(rule.value).startswith(f"{field}: ")
+    assert isinstance(rule.value, MissingField) is missing
+    if isinstance(rule.value, MissingField):
+        assert rule.value.field == field
+        assert rule.value.rule.startswith(f"{field} is required: ")
+    else:
+        assert rule.value.rule.startswith(f"{field}: ")
 
 
 @pytest.mark.parametrize(("case", "order_type"), _MISSING_SERVICE_ID)
@@ -462,12 +513,12 @@ def test_unknown_fields_are_forbidden_at_every_level(where: str, path: tuple[str
         target = target[key]
     if where == "item":
         target = target["serviceOrderItem"]
-    target["supplierNotes"] = []
+    target["supplierRemarks"] = []
     with pytest.raises(ValidationError) as info:
         parse_kci(body)
     [error] = info.value.errors()
     assert error["type"] == "extra_forbidden"
-    assert error["loc"][-1] == "supplierNotes"
+    assert error["loc"][-1] == "supplierRemarks"
 
 
 @pytest.mark.parametrize(
@@ -494,6 +545,9 @@ def test_timezone_naive_datetimes_are_refused(field: str, order: bool) -> None:
         ("supplierCodes", [], "too_short"),
         ("supplierCodes", ["X" * 51], "string_too_long"),
         ("text", "", "string_too_short"),
+        ("supplierNotes", [], "too_short"),
+        ("supplierNotes", [{"type": "Engineer Note"}], "missing"),
+        ("supplierNotes", [{"note": "x", "colour": "red"}], "extra_forbidden"),
     ],
 )
 def test_malformed_envelope_fields_are_refused(field: str, value: Any, error_type: str) -> None:
@@ -540,7 +594,12 @@ def test_kci_models_map_each_order_type_to_its_wire_property() -> None:
         M: "modifyServiceOrder",
         U: "unsolicitedCeaseServiceOrder",
     }
-    assert {P: ProvideKci, C: CeaseKci, M: ModifyKci, U: UnsolicitedCeaseKci} == KCI_MODELS
+    assert [model.__name__ for model in KCI_MODELS.values()] == [
+        "ProvideKci",
+        "CeaseKci",
+        "ModifyKci",
+        "UnsolicitedCeaseKci",
+    ]
 
 
 def test_snake_case_input_serialises_to_camel_case_wire_names() -> None:
@@ -599,6 +658,7 @@ def test_the_wire_form_omits_unset_optional_fields() -> None:
     wire = parse_kci(kci_body(P, R.ACKNOWLEDGED, "ACKNOWLEDGED")).wire()
     assert "problemCode" not in wire
     assert "text" not in wire
+    assert "supplierNotes" not in wire
     assert set(wire["provideServiceOrder"]) == {"id", "tenant", "supplierOrderReference", "status"}
 
 
@@ -626,7 +686,7 @@ def test_dump_json_is_compact_and_keeps_non_ascii() -> None:
 def test_characteristic_reads_where_each_order_type_keeps_them(
     order_type: OrderType, order: dict[str, Any], value: str | None
 ) -> None:
-    assert characteristic(order_type, order, "SERVICE_ID") == value
+    assert SPECS[order_type].characteristic(order, "SERVICE_ID") == value
 
 
 def test_schema_offers_the_four_order_properties_as_one_of() -> None:
@@ -654,3 +714,10 @@ def test_cli_schema_prints_the_json_schema() -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == json.loads(json.dumps(kci_json_schema(), sort_keys=True))
     assert "\n" not in result.output.strip()
+
+
+def test_supplier_notes_go_on_any_kci_in_wire_form() -> None:
+    notes = [{"note": "Ladder needed", "type": "Engineer Note", "created": ISSUED}]
+    body = kci_body(P, R.COMPLETED, "COMPLETED", {"serviceOrderItem": SERVICE_ID_ITEM})
+    body["supplierNotes"] = notes
+    assert parse_kci(body).wire()["supplierNotes"] == notes
