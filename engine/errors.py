@@ -13,6 +13,9 @@ Users catch these, never ``transitions.MachineError``, ``pydantic.ValidationErro
     ├── OrderNotFound
     ├── OrderExists
     ├── ConcurrencyConflict          another writer changed the order first (retry it)
+    │   └── StoreBusy                the database stayed locked or busy (retry it)
+    ├── StoreError                   the database failed: names the cause and the database
+    │   └── SchemaOutdated           the database's schema is older than this engine
     ├── ConfigurationError           a setting is missing or malformed
     ├── ChartError                   an order-type chart is malformed (found when it is defined)
     ├── DeliveryError                delivery to the gateway cannot go on
@@ -167,6 +170,27 @@ class OrderExists(EngineError):
 class ConcurrencyConflict(EngineError):
     """Another writer changed the order between this writer's read and its commit; applying
     the event again (``Engine(conflict_retries=...)``) is safe."""
+
+
+class StoreBusy(ConcurrencyConflict):
+    """The database stayed locked or busy for longer than its timeout (another process holds its
+    write lock): nothing was written, and trying again later is safe."""
+
+
+class StoreError(EngineError):
+    """The database failed in a way retrying will not fix: it cannot be opened or reached, its
+    disk is full, it is read-only, it is not a database, or it was replaced. ``database`` names
+    it (a file path, or the URL without its password), ``cause`` says what happened."""
+
+    def __init__(self, cause: str, *, database: str, order_id: str | None = None) -> None:
+        self.cause = cause
+        self.database = database
+        super().__init__(f"database {database}: {cause}", order_id=order_id)
+
+
+class SchemaOutdated(StoreError):
+    """The database's schema is older than this engine's (or absent): run
+    ``kci-engine db upgrade``; commands that only read never upgrade it themselves."""
 
 
 class ConfigurationError(EngineError):

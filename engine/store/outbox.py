@@ -186,26 +186,26 @@ class Outbox:
         self.store = store
 
     def _run(self, statement: Statement, values: dict[str, Any]) -> int:
-        with self.store._write(durable=False) as runner:
+        with self.store.writing(durable=False) as runner:
             return runner.run(statement, values)
 
     def due_orders(self, me: str, limit: int) -> list[str]:
         """Orders whose head KCI is due now and not leased to another dispatcher."""
-        with self.store._read() as runner:
+        with self.store.reading() as runner:
             rows = runner.rows(_DUE, {"k_now": now_ms(), "k_me": me, "k_limit": limit})
         return [row["order_id"] for row in rows]
 
     def deliverable(self) -> int:
         """Orders whose head KCI is pending (due now or later); orders parked behind a dead
         letter do not count."""
-        with self.store._read() as runner:
+        with self.store.reading() as runner:
             rows = runner.rows(_ACTIVE_HEADS, {})
         return int(next(iter(rows[0].values())))
 
     def claim(self, order_id: str, me: str, lease_s: float) -> bool:
         """Take (or renew) the order's delivery lease; ``False`` if another dispatcher has it."""
         now = now_ms()
-        with self.store._write(durable=False) as runner:
+        with self.store.writing(durable=False) as runner:
             runner.run(_LEASE_ROW[self.store.dialect], {"k_order_id": order_id})
             values = {"k_order_id": order_id, "k_now": now, "k_me": me}
             values["k_until"] = now + int(lease_s * 1000)
@@ -216,7 +216,7 @@ class Outbox:
 
     def head(self, order_id: str) -> Head | None:
         """The order's lowest-numbered undelivered KCI, pending or dead."""
-        with self.store._read() as runner:
+        with self.store.reading() as runner:
             rows = runner.rows(_HEAD, {"k_order_id": order_id})
         if not rows:
             return None
@@ -227,7 +227,7 @@ class Outbox:
     def delivered(self, kci_id: str, order_id: str, me: str, lease_s: float) -> None:
         """Mark the KCI delivered and renew the order's lease, in one transaction."""
         now = now_ms()
-        with self.store._write(durable=False) as runner:
+        with self.store.writing(durable=False) as runner:
             runner.run(_DELIVERED, {"k_kci_id": kci_id, "k_now": now})
             runner.run(
                 _CLAIM,
@@ -253,7 +253,7 @@ class Outbox:
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead KCI, with the number of KCIs of its order waiting behind it."""
-        with self.store._query() as conn:
+        with self.store.connection() as conn:
             dead = conn.execute(
                 sa.select(
                     OUTBOX.c.order_id,
@@ -284,7 +284,7 @@ class Outbox:
         Raises:
             OrderNotFound: no such order.
         """
-        with self.store._query() as conn:
+        with self.store.connection() as conn:
             SqlStore._require(conn, order_id)
         return self._run(
             OUTBOX.update()

@@ -27,71 +27,40 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..core.codes import OrderStatus, OrderType, ReasonCode
 from ..core.events import EventData, EventEntry
 from ..core.records import Kci, OrderRecord, RequestRef
 from ..core.wire import format_datetime
-from ..errors import ConcurrencyConflict, ConfigurationError, OrderExists, OrderNotFound
+from ..errors import (
+    ConcurrencyConflict,
+    OrderExists,
+    OrderNotFound,
+    SchemaOutdated,
+    StoreError,
+)
+from .db import (
+    WRITE_OPTION,
+    create_db_engine,
+    database_name,
+    file_identity,
+    sqlite_path,
+    translate,
+    translated,
+)
 from .tables import EVENTS, ORDERS, OUTBOX, DeliveryState
 
-_WRITE = "kci_write"
+__all__ = ["DEFAULT_URL", "OutboxEntry", "SqlStore", "create_db_engine", "now_ms"]
+
 DEFAULT_URL = "sqlite:///kci-engine.db"
 
 
 def now_ms() -> int:
     """Milliseconds since the epoch (the unit of every time column the engine compares)."""
     return time.time_ns() // 1_000_000
-
-
-def create_db_engine(url: str, *, echo: bool = False) -> Engine:
-    """A SQLAlchemy engine for ``url``, configured the way the store needs it.
-
-    Raises:
-        ConfigurationError: the URL is malformed or names an unsupported database.
-    """
-    try:
-        parsed = sa.engine.make_url(url)
-    except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigurationError(f"database URL {url!r} is malformed: {exc}") from None
-    backend = parsed.get_backend_name()
-    shown = parsed.render_as_string(hide_password=True)
-    try:
-        if backend == "sqlite":
-            engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": 30})
-            _configure_sqlite(engine)
-            return engine
-        if backend == "postgresql":
-            # psycopg 3 is the driver the engine ships with, whatever the URL names.
-            parsed = parsed.set(drivername="postgresql+psycopg")
-            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigurationError(f"database URL {shown!r} cannot be used: {exc}") from None
-    raise ConfigurationError(
-        f"database URL {parsed.render_as_string(hide_password=True)!r}: only sqlite:/// and "
-        "postgresql+psycopg:// are supported"
-    )
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @sa_event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # the engine issues BEGIN itself (below)
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @sa_event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +191,18 @@ class SqlStore:
         url: a SQLAlchemy URL, ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
         db: an existing SQLAlchemy engine instead of a URL (the store's ``db``).
         migrate: bring the schema up to date (Alembic ``upgrade head``) before first use.
+        read_only: open the database for reading only, without migrating it (an operator's
+            command: it works while another process holds the write lock, and on a file it
+            cannot write); the database must exist and its schema be current.
+        persistent: refuse an in-memory database (what another process must see).
 
     A store is a context manager, like ``httpx.Client`` and SQLAlchemy's ``Session``: leaving
     the block closes its connections.
+
+    Raises:
+        ConfigurationError: the URL is malformed, unsupported, or in memory when it may not be.
+        StoreError: the database cannot be opened or reached, or is not a database.
+        SchemaOutdated: ``read_only`` and the schema is older than this engine.
     """
 
     def __init__(
@@ -233,8 +211,17 @@ class SqlStore:
         *,
         db: Engine | None = None,
         migrate: bool = True,
+        read_only: bool = False,
+        persistent: bool = False,
     ) -> None:
-        self.db = db if db is not None else create_db_engine(url)
+        self.db = (
+            db
+            if db is not None
+            else create_db_engine(url, read_only=read_only, persistent=persistent)
+        )
+        self.read_only = read_only
+        self.database = database_name(self.db.url)
+        self._path = sqlite_path(self.db.url)
         self._session: Session | None = None
         self._local = threading.local()
         self._connections: list[Any] = []
@@ -242,11 +229,48 @@ class SqlStore:
         self._statements: dict[int, _Compiled] = {}
         dbapi: Any = self.db.dialect.dbapi
         self._integrity_error: type[Exception] = dbapi.IntegrityError
-        self._operational_error: type[Exception] = dbapi.OperationalError
-        if migrate:
-            from .migrate import upgrade
+        with translated(self.database):
+            if read_only:
+                self._require_current_schema()
+            elif migrate:
+                from .migrate import upgrade
 
-            upgrade(self.db)
+                upgrade(self.db)
+        self._identity = file_identity(self._path)
+
+    def _require_current_schema(self) -> None:
+        from .migrate import current, head
+
+        found = current(self.db)
+        if found != head():
+            have = "has no kci-engine tables" if found is None else f"has schema {found}"
+            raise SchemaOutdated(
+                f"it {have}; this engine needs {head()}: run `kci-engine db upgrade` "
+                "(or check the URL)",
+                database=self.database,
+            )
+
+    def verify(self) -> None:
+        """Check that the database file is still the one this store opened: a long-lived worker
+        calls it so it stops, rather than going on unseen on a deleted file while new KCIs go
+        into a new one.
+
+        Raises:
+            StoreError: the file was deleted or replaced.
+        """
+        if self._path is None or self._identity is None:
+            return
+        now = file_identity(self._path)
+        if now is None:
+            raise StoreError(
+                "the database file was deleted while this process had it open",
+                database=self.database,
+            )
+        if now != self._identity:
+            raise StoreError(
+                "the database file was replaced by another file while this process had it open",
+                database=self.database,
+            )
 
     @property
     def dialect(self) -> str:
@@ -295,7 +319,8 @@ class SqlStore:
     def _dbapi(self) -> Any:
         dbapi = getattr(self._local, "dbapi", None)
         if dbapi is None:
-            dbapi = self.db.raw_connection()
+            with translated(self.database):
+                dbapi = self.db.raw_connection()
             if self.dialect == "postgresql":
                 driver: Any = dbapi.driver_connection
                 driver.autocommit = True  # the store issues BEGIN itself
@@ -305,6 +330,7 @@ class SqlStore:
         return dbapi
 
     def _discard(self) -> None:
+        """Throw this thread's connection away after a failure (the next use opens another)."""
         dbapi = getattr(self._local, "dbapi", None)
         self._local.dbapi = None
         if dbapi is not None:
@@ -319,7 +345,7 @@ class SqlStore:
         if self._session is not None or getattr(self._local, "batch", None) is not None:
             yield  # the caller's transaction, or an enclosing batch, already holds everything
             return
-        with self._write() as runner:
+        with self.writing() as runner:
             self._local.batch = runner
             try:
                 yield
@@ -336,13 +362,16 @@ class SqlStore:
 
     @contextmanager
     def _instrumented_transaction(self, *, write: bool) -> Iterator[_Runner]:
-        with self.db.connect() as conn:
-            conn = conn.execution_options(kci_write=write)  # SQLite: BEGIN IMMEDIATE
+        with translated(self.database), self.db.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: write})  # SQLite: BEGIN IMMEDIATE
             with conn.begin():
                 yield _SessionRunner(self, conn)
 
     @contextmanager
-    def _read(self) -> Iterator[_Runner]:
+    def reading(self) -> Iterator[_Runner]:
+        """A runner for reads (each statement atomic on its own), on this thread's connection;
+        inside :meth:`batch` or a joined session, theirs. What the database raises comes out as
+        the engine's own errors (:mod:`~kci_engine.store.db`)."""
         if self._session is not None:
             yield _SessionRunner(self, self._session.connection())
             return
@@ -354,17 +383,26 @@ class SqlStore:
             with self._instrumented_transaction(write=False) as runner:
                 yield runner
             return
+        runner = _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
         try:
-            yield _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
-        except self._operational_error:
+            yield runner
+        except Exception as exc:
+            error = translate(exc, self.database)
+            if error is None:
+                raise
             self._discard()
-            raise
+            raise error from exc
 
     @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[_Runner]:
-        """One write transaction. ``durable=False`` (SQLite only) commits without waiting for
-        the disk: for delivery bookkeeping, whose loss in a power cut only means a KCI is sent
-        again, identically."""
+    def writing(self, *, durable: bool = True) -> Iterator[_Runner]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+        ``durable=False`` (SQLite only) commits without waiting for the disk: for delivery
+        bookkeeping, whose loss in a power cut only means a KCI is sent again, identically.
+
+        Raises:
+            StoreBusy: the write lock stayed taken past the timeout (nothing was written).
+            StoreError: the database failed (disk full, read-only, deleted).
+        """
         if self._session is not None:
             yield _SessionRunner(self, self._session.connection())
             return
@@ -378,26 +416,32 @@ class SqlStore:
             return
         dbapi = self._dbapi()
         runner = _DirectRunner(self, dbapi)
-        cursor = dbapi.cursor()
         relaxed = not durable and self.dialect == "sqlite"
         try:
-            if relaxed:
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            cursor = dbapi.cursor()
             try:
-                yield runner
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
-        except self._operational_error:
-            self._discard()
-            raise
-        finally:
-            if relaxed:
+                if relaxed:
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+                try:
+                    yield runner
+                except BaseException:
+                    with suppress(Exception):  # a failed connection rolls back by itself
+                        cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+            finally:
+                if relaxed:
+                    with suppress(Exception):
+                        cursor.execute("PRAGMA synchronous=FULL")
                 with suppress(Exception):
-                    cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
+                    cursor.close()
+        except Exception as exc:
+            error = translate(exc, self.database)
+            if error is None:
+                raise
+            self._discard()  # after the cursor is closed: nothing may touch the connection now
+            raise error from exc
 
     def release_connection(self) -> None:
         """Give this thread's connection back to the pool (call it before a worker thread
@@ -422,7 +466,7 @@ class SqlStore:
         row["version"] = 1
         row["created_at_ms"] = now
         try:
-            with self._write() as runner:
+            with self.writing() as runner:
                 runner.run(_INSERT_ORDER, row)
                 self._append(runner, kcis, entry, now)
         except (self._integrity_error, IntegrityError):
@@ -430,7 +474,7 @@ class SqlStore:
         record.version = 1
 
     def load(self, order_id: str) -> OrderRecord:
-        with self._read() as runner:
+        with self.reading() as runner:
             rows = runner.rows(_LOAD, {"k_order_id": order_id})
         if not rows:
             raise OrderNotFound(order_id)
@@ -444,7 +488,7 @@ class SqlStore:
         row["k_order_id"] = record.order_id
         row["k_version"] = loaded
         try:
-            with self._write() as runner:
+            with self.writing() as runner:
                 if runner.run(_UPDATE, row) != 1:
                     raise ConcurrencyConflict(
                         f"order {record.order_id} changed since it was read (version {loaded})",
@@ -457,13 +501,6 @@ class SqlStore:
                 f"number or event id first ({type(exc).__name__})",
                 order_id=record.order_id,
             ) from None
-        except (self._operational_error, OperationalError) as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise ConcurrencyConflict(
-                    f"order {record.order_id}: the database stayed locked by another writer",
-                    order_id=record.order_id,
-                ) from None
-            raise
         record.version = loaded + 1
 
     def _append(self, runner: _Runner, kcis: Sequence[Kci], entry: EventEntry, now: int) -> None:
@@ -500,7 +537,7 @@ class SqlStore:
         )
 
     def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
-        with self._read() as runner:
+        with self.reading() as runner:
             found = runner.rows(_APPLIED, {"k_order_id": order_id, "k_event_id": event_id})
         if not found:
             return None
@@ -512,16 +549,17 @@ class SqlStore:
     # --- reading back and operations -----------------------------------------------------------
 
     @contextmanager
-    def _query(self) -> Iterator[Connection]:
-        """A SQLAlchemy connection for the operational (not hot-path) queries."""
+    def connection(self) -> Iterator[Connection]:
+        """A SQLAlchemy connection for operational (not hot-path) queries: the joined session's,
+        or a new one; what the database raises comes out as the engine's own errors."""
         if self._session is not None:
             yield self._session.connection()
             return
-        with self.db.connect() as conn:
+        with translated(self.database), self.db.connect() as conn:
             yield conn
 
     def events(self, order_id: str) -> list[EventEntry]:
-        with self._query() as conn:
+        with self.connection() as conn:
             self._require(conn, order_id)
             rows = conn.execute(
                 EVENTS.select().where(EVENTS.c.order_id == order_id).order_by(EVENTS.c.seq)
@@ -537,7 +575,7 @@ class SqlStore:
         Raises:
             OrderNotFound: no such order.
         """
-        with self._query() as conn:
+        with self.connection() as conn:
             self._require(conn, order_id)
             rows = conn.execute(
                 OUTBOX.select()
@@ -547,7 +585,7 @@ class SqlStore:
         return [_outbox_entry(row._mapping) for row in rows]
 
     def order_ids(self) -> Iterator[str]:
-        with self._query() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 sa.select(ORDERS.c.order_id).order_by(ORDERS.c.created_at_ms, ORDERS.c.order_id)
             ).all()
@@ -563,7 +601,7 @@ class SqlStore:
 
     def outbox_status(self) -> dict[str, Any]:
         """Counts per delivery state and the age of the oldest undelivered KCI."""
-        with self._query() as conn:
+        with self.connection() as conn:
             counts: dict[str, int] = {
                 state: int(count)
                 for state, count in conn.execute(

@@ -1,0 +1,5 @@
+"""``python -m kci_engine.cli``: the ``kci-engine`` command."""
+
+from . import main
+
+main()

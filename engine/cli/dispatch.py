@@ -1,0 +1,70 @@
+"""``kci-engine dispatch``: the long-lived worker that delivers the outbox to the gateway."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from ._common import db_option, echo, open_store
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML file of settings (environment variables KCI_* override it).",
+)
+@db_option(required=False)
+@click.option("--concurrency", type=int, help="Orders delivered at once (KCI_CONCURRENCY).")
+@click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
+def dispatch(
+    config_file: Path | None,
+    db_url: str | None,
+    concurrency: int | None,
+    once: bool,
+    verbose: bool,
+) -> None:
+    """Deliver the outbox to the gateway: a long-lived worker (stop with SIGTERM or Ctrl-C;
+    requests in flight finish). Several workers may share one PostgreSQL database."""
+    from ..delivery.client import GatewayClient
+    from ..delivery.dispatcher import Dispatcher
+    from ..delivery.policy import RetryPolicy
+    from ..delivery.settings import load_settings
+
+    if verbose:
+        logging.getLogger("kci_engine").setLevel(logging.DEBUG)
+    settings = load_settings(config_file, engine_db=db_url, concurrency=concurrency)
+    client = GatewayClient(
+        settings.gateway_url,
+        settings.client_id,
+        settings.client_secret,
+        scope=settings.scope,
+        token_auth=settings.token_auth,
+        timeout_s=settings.timeout_s,
+        verify_tls=settings.verify_tls,
+    )
+    policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_horizon_s)
+    with open_store(settings.engine_db) as store:
+        dispatcher = Dispatcher(
+            store,
+            client,
+            policy=policy,
+            concurrency=settings.concurrency,
+            poll_s=settings.poll_s,
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: dispatcher.stop())
+        echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
+        try:
+            stats = dispatcher.run(idle_exit=once)
+        finally:
+            client.close()
+    echo(
+        f"delivered {stats.delivered}, retried {stats.retried}, dead-lettered {stats.dead}",
+        err=True,
+    )
