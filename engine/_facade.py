@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .core._documents import ENGINE_OWNED, validate_order
 from .core._lifecycle import Firing
@@ -29,13 +29,15 @@ from .core.events import (
 )
 from .core.records import Kci, OrderRecord
 from .core.spec import OrderTypeSpec
+from .core.wire import NAME_MAX, Name, format_datetime
 from .errors import (
     ConcurrencyConflict,
     ConfigurationError,
     EngineError,
     InvalidEventData,
     InvalidOrder,
-    OrderNotFound,
+    OrderExists,
+    StoreBusy,
     shown,
 )
 from .orders import SPECS
@@ -43,6 +45,8 @@ from .store.base import Store
 from .store.memory import MemoryStore
 
 OrderInput = Mapping[str, Any] | BaseModel
+#: How far ahead of the engine's clock an event's ``issued_on`` may be, by default.
+DEFAULT_ISSUED_ON_SKEW = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -73,7 +77,11 @@ class Engine:
         new_id: returns a fresh KCI id (default: a random UUID).
         conflict_retries: when another writer changes an order between this engine's read and
             its commit, re-read and re-apply the event up to this many times before raising
-            :class:`ConcurrencyConflict` (default 0: raise at once).
+            :class:`ConcurrencyConflict` (default 0: raise at once). A :class:`StoreBusy` (the
+            database stayed locked past its busy timeout) is not retried: it already waited.
+        max_issued_on_skew: how far ahead of ``clock`` an event's ``issued_on`` may be
+            (default 5 minutes). A KCI's issuedOn never goes backwards, so one far-future
+            issuedOn would stamp every later KCI of the order with it.
     """
 
     def __init__(
@@ -83,9 +91,19 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_kci_id,
         conflict_retries: int = 0,
+        max_issued_on_skew: timedelta = DEFAULT_ISSUED_ON_SKEW,
     ) -> None:
+        if isinstance(conflict_retries, bool) or not isinstance(conflict_retries, int):
+            raise ConfigurationError(
+                f"conflict_retries must be an integer, not {shown(conflict_retries)}"
+            )
         if conflict_retries < 0:
             raise ConfigurationError(f"conflict_retries must be >= 0, not {conflict_retries}")
+        if not isinstance(max_issued_on_skew, timedelta) or max_issued_on_skew < timedelta(0):
+            raise ConfigurationError(
+                f"max_issued_on_skew must be a timedelta >= 0, not {shown(max_issued_on_skew)}"
+            )
+        self._skew = max_issued_on_skew
         self.store: Store = store if store is not None else MemoryStore()
         self._clock = clock
         self._new_id = new_id
@@ -94,7 +112,13 @@ class Engine:
     def using(self, store: Store) -> Engine:
         """The same engine (clock, ids, conflict policy) on another store, e.g. a SQL store
         joined to the caller's own transaction (:meth:`SqlStore.joined`)."""
-        return Engine(store, clock=self._clock, new_id=self._new_id, conflict_retries=self._retries)
+        return Engine(
+            store,
+            clock=self._clock,
+            new_id=self._new_id,
+            conflict_retries=self._retries,
+            max_issued_on_skew=self._skew,
+        )
 
     def accept_order(
         self,
@@ -138,9 +162,7 @@ class Engine:
         _refuse_engine_owned(order, allow_status=True)
         initial = spec.chart.initial
         document = validate_order(spec, _with_status(order, OrderStatus(initial)))
-        key = check_identifier("order id", order_id or _default_key(spec, document))
-        if conversation_id is not None:
-            check_identifier("conversation id", conversation_id)
+        key = _identify(spec, document, order_id, conversation_id, event_id)
         record = OrderRecord(
             key, spec.order_type, initial, document, conversation_id=conversation_id
         )
@@ -164,7 +186,13 @@ class Engine:
             self._fire(record, sync, NO_DATA, now)
         data = EventData(event_id=event_id)
         entry = EventEntry(key, RECEIVED, event_id, "", record.status, (), data, now)
-        self.store.create(record, [], entry)
+        try:
+            self.store.create(record, [], entry)
+        except OrderExists:
+            # Another caller created it between our look and our write: with the same event
+            # id that was this very request, retried or raced, so it answers the same.
+            if event_id is None or self._replayed(key, event_id, RECEIVED) is None:
+                raise
         return key
 
     def create_unsolicited_cease(
@@ -197,9 +225,7 @@ class Engine:
                 f"an unsolicited cease is created {' or '.join(sorted(created))}, "
                 f"not {document['status']}"
             )
-        key = check_identifier("order id", order_id or _default_key(spec, document))
-        if conversation_id is not None:
-            check_identifier("conversation id", conversation_id)
+        key = _identify(spec, document, order_id, conversation_id, event_id)
         if event_id is not None:
             prior = self._replayed(key, event_id, Event.CREATE.value)
             if prior is not None:
@@ -213,7 +239,13 @@ class Engine:
         entry = EventEntry(
             key, Event.CREATE.value, event_id, "", record.status, _ids(kcis), data, now
         )
-        self.store.create(record, kcis, entry)
+        try:
+            self.store.create(record, kcis, entry)
+        except OrderExists:
+            prior = None if event_id is None else self._replayed(key, event_id, entry.event)
+            if prior is None:
+                raise
+            return prior  # the same request, retried or raced: the first one's KCIs
         return kcis
 
     def apply(
@@ -242,15 +274,15 @@ class Engine:
             InvalidEventData: the data is malformed.
             ConcurrencyConflict: another writer changed the order meanwhile.
         """
-        if not isinstance(order_id, str) or "\x00" in order_id or len(order_id) > 200:
-            raise OrderNotFound(shown(order_id))
+        check_identifier("order id", order_id)
         try:
             kind = parse_event(event)
             parsed = parse_event_data(data)
         except InvalidEventData as exc:
             status = self.store.load(order_id).status
             raise InvalidEventData(
-                f"order {order_id}: event {shown(event)} in status {status} refused: {exc.message}",
+                f"order {order_id}: event {_quoted(event)} in status {status} refused: "
+                f"{exc.message}",
                 order_id=order_id,
                 status=status,
                 event=_plain(event),
@@ -264,6 +296,7 @@ class Engine:
             record = self.store.load(order_id)
             before = record.status
             now = self._clock()
+            self._check_issued_on(record, kind, parsed, now)
             kcis = self._fire(record, kind, parsed, now)
             entry = EventEntry(
                 order_id,
@@ -277,6 +310,8 @@ class Engine:
             )
             try:
                 self.store.save(record, kcis, entry)
+            except StoreBusy:
+                raise  # the store already waited its busy timeout for the lock
             except ConcurrencyConflict:
                 attempt += 1
                 if attempt > self._retries:
@@ -313,29 +348,29 @@ class Engine:
     def order(self, order_id: str) -> OrderRecord:
         """A copy of the order's current record (status, latest document, sequence counter),
         its document deep-copied: changing it changes nothing stored."""
-        record = self.store.load(order_id)
+        record = self.store.load(check_identifier("order id", order_id))
         record.document = copy.deepcopy(record.document)
         return record
 
     def kcis(self, order_id: str) -> list[Kci]:
         """Every KCI of the order, in sequence order."""
-        return self.store.kcis(order_id)
+        return self.store.kcis(check_identifier("order id", order_id))
 
     def allowed_events(self, order_id: str) -> list[Event]:
         """The events the order's current status allows, sorted by name (some of them only
         for some histories: a delay that began before commitment ends with an UPDATE)."""
-        record = self.store.load(order_id)
+        record = self.store.load(check_identifier("order id", order_id))
         return sorted(SPECS[record.order_type].allowed(record.status))
 
     def is_final(self, order_id: str) -> bool:
         """Whether the order is in a final status (no event leaves it)."""
-        record = self.store.load(order_id)
+        record = self.store.load(check_identifier("order id", order_id))
         state = SPECS[record.order_type].chart.state(record.status)
         return state is not None and state.final
 
     def events(self, order_id: str) -> list[EventEntry]:
         """The order's event log: every event applied to it, oldest first."""
-        return self.store.events(order_id)
+        return self.store.events(check_identifier("order id", order_id))
 
     def _replayed(self, order_id: str, event_id: str, event: str) -> list[Kci] | None:
         """The KCIs of an event already applied with ``event_id``, or ``None``.
@@ -356,6 +391,21 @@ class Engine:
                 event=event,
             )
         return prior
+
+    def _check_issued_on(
+        self, record: OrderRecord, event: Event, data: EventData, now: datetime
+    ) -> None:
+        if data.issued_on is None or data.issued_on - now <= self._skew:
+            return
+        raise InvalidEventData(
+            f"order {record.order_id}: event '{event}' in status {record.status} refused: "
+            f"issued_on {format_datetime(data.issued_on)} is more than {self._skew} ahead of the "
+            f"engine's clock ({format_datetime(now)}); issuedOn never goes backwards, so every "
+            "later KCI of the order would carry it",
+            order_id=record.order_id,
+            status=record.status,
+            event=event.value,
+        )
 
     def _fire(self, record: OrderRecord, event: Event, data: EventData, now: datetime) -> list[Kci]:
         spec = SPECS[record.order_type]
@@ -389,20 +439,60 @@ def _with_status(order: OrderInput, status: OrderStatus) -> dict[str, Any]:
     return data
 
 
+def _quoted(value: object) -> str:
+    """An event name quoted as in every refusal (``'warn'``, also for :class:`Event` members);
+    anything else bounded."""
+    return f"'{value}'" if isinstance(value, str) else shown(value)
+
+
 def _plain(value: object) -> str:
     """A string as it is; anything else bounded (see :func:`engine.errors.shown`)."""
     return str(value) if isinstance(value, str) else shown(value)
 
 
-def check_identifier(kind: str, value: str) -> str:
-    """An order id or conversation id the stores can keep: 1 to 200 characters, no NUL.
+def check_identifier(kind: str, value: object) -> str:
+    """An order id, conversation id or event id the stores can keep: 1 to 200 characters of
+    valid Unicode text on one line (no control characters, no lone surrogates).
 
     Raises:
         InvalidOrder: naming ``kind`` and what is wrong.
     """
-    if not isinstance(value, str) or not 1 <= len(value) <= 200 or "\x00" in value:
-        raise InvalidOrder(f"{kind} {shown(value)}: must be 1 to 200 characters, without NUL")
+    if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX or not _valid_line(value):
+        raise InvalidOrder(
+            f"{kind} {shown(value)}: must be a string of 1 to {NAME_MAX} characters on one line "
+            "(no control characters, valid Unicode)"
+        )
     return value
+
+
+def _identify(
+    spec: OrderTypeSpec,
+    document: Mapping[str, Any],
+    order_id: object,
+    conversation_id: object,
+    event_id: object,
+) -> str:
+    """The key of a new order (given, or the type's default), its ids checked first."""
+    if conversation_id is not None:
+        check_identifier("conversation id", conversation_id)
+    if event_id is not None:
+        check_identifier("event id", event_id)
+    if order_id is None:
+        return check_identifier("order id", _default_key(spec, document))
+    return check_identifier("order id", order_id)
+
+
+def _valid_line(value: str) -> bool:
+    if value.isprintable():
+        return True  # the common case, at C speed; surrogates and control characters are not
+    try:
+        _NAME.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 
 def _refuse_engine_owned(order: OrderInput, *, allow_status: bool) -> None:

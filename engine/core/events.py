@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 from ..errors import InvalidEventData, shown
 from .codes import CancellationReason, ProblemCode
 from .records import RequestRef
-from .wire import SupplierNote
+from .wire import GatewayId, Name, SupplierCode, SupplierNote, Text, Value
 
 
 class Event(StrEnum):
@@ -73,22 +73,17 @@ class EventData(BaseModel):
         frozen=True,
     )
 
-    event_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")] | None = (
-        None
-    )
+    event_id: Name | None = None
     problem_code: ProblemCode | None = None
-    text: Annotated[str, Field(min_length=1)] | None = None
-    supplier_codes: (
-        Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(min_length=1)]
-        | None
-    ) = None
+    text: Text | None = None
+    supplier_codes: Annotated[list[SupplierCode], Field(min_length=1)] | None = None
     supplier_notes: Annotated[list[SupplierNote], Field(min_length=1)] | None = None
-    order: dict[str, Any] | None = None
-    service_characteristics: dict[str, str | None] | None = None
-    amendment_id: Annotated[int, Field(ge=1)] | None = None
-    amendment_reference: Annotated[str, Field(min_length=1)] | None = None
-    cancellation_id: Annotated[int, Field(ge=1)] | None = None
-    cancellation_reference: Annotated[str, Field(min_length=1)] | None = None
+    order: dict[Name, Any] | None = None
+    service_characteristics: dict[Name, Value | None] | None = None
+    amendment_id: GatewayId | None = None
+    amendment_reference: Name | None = None
+    cancellation_id: GatewayId | None = None
+    cancellation_reference: Name | None = None
     cancellation_reason: CancellationReason | None = None
     resolves_request: bool = True
     issued_on: AwareDatetime | None = None

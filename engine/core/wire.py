@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
     create_model,
     model_validator,
@@ -53,9 +54,41 @@ WireDateTime = Annotated[
     PlainSerializer(format_datetime, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
-Text = Annotated[str, Field(min_length=1)]
-SupplierCode = Annotated[str, Field(min_length=1, max_length=50)]
-GatewayId = Annotated[int, Field(ge=1)]
+# --- Strings and ids the way the public API types them ----------------------------------------
+# Every string has a maximum length, which also makes pydantic refuse text that is not valid
+# Unicode (a lone surrogate, as ``json.loads('"\\ud800"')`` produces), and no string carries
+# control characters (ANSI escapes, NUL) except line breaks and tabs in free text. Where the
+# docs give a limit it is theirs (supplierCodes, tenant: 50); otherwise the bound is ours,
+# stated in docs/contract.md ("Types and lengths").
+
+#: Free text (``text``, ``notes``, a supplier note): the tenant's own text limit on the gateway.
+TEXT_MAX = 1000
+#: Identifiers, references and names (order ids, characteristic names, contact fields).
+NAME_MAX = 200
+#: The largest gateway id: the API types ids as integers >= 1; 64-bit signed is what the
+#: gateway's and the supplier's databases store.
+ID_MAX = 2**63 - 1
+#: A single line: no control character at all.
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Free text: line breaks and tabs, but no other control character.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=LINE_PATTERN)]
+"""An identifier, reference or name: 1 to 200 characters on one line."""
+Line = Annotated[str, Field(max_length=NAME_MAX, pattern=LINE_PATTERN)]
+"""A short optional value on one line (a contact's email or phone number)."""
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX, pattern=TEXT_PATTERN)]
+"""Free text: 1 to 1000 characters, line breaks allowed."""
+FreeText = Annotated[str, Field(max_length=TEXT_MAX, pattern=TEXT_PATTERN)]
+"""Free text that may be empty (an order's notes, hazards, on-site restrictions)."""
+Value = Annotated[str, Field(max_length=TEXT_MAX, pattern=LINE_PATTERN)]
+"""A service characteristic's value."""
+Tenant = Annotated[str, Field(min_length=1, max_length=50, pattern=LINE_PATTERN)]
+"""The tenant's name: 1 to 50 characters (the Supplier API's limit)."""
+SupplierCode = Annotated[str, Field(min_length=1, max_length=50, pattern=LINE_PATTERN)]
+"""A supplier's own reason or problem code: 1 to 50 characters (the API's limit)."""
+GatewayId = Annotated[int, Strict(), Field(ge=1, le=ID_MAX)]
+"""A gateway id: an integer (never a boolean or a numeric string), 1 to 2**63 - 1."""
 
 
 class WireModel(BaseModel):
@@ -83,13 +116,13 @@ def contract_error(field: str, message: str) -> PydanticCustomError:
 
 
 class ServiceCharacteristic(WireModel):
-    name: Text
-    value: str
+    name: Name
+    value: Value
 
 
 class ServiceSpecification(WireModel):
-    id: Text
-    name: str | None = None
+    id: Name
+    name: Name | None = None
 
 
 class ServiceOrderItem(WireModel):
@@ -98,15 +131,15 @@ class ServiceOrderItem(WireModel):
 
 
 class Address(WireModel):
-    id: Text
+    id: Name
     type: AddressType
-    additional_identifiers: list[dict[str, Any]] | None = None
+    additional_identifiers: list[dict[Name, Value | GatewayId | bool | None]] | None = None
 
 
 class Contact(WireModel):
-    name: Text
-    email: str | None = None
-    phone_number: str | None = None
+    name: Name
+    email: Line | None = None
+    phone_number: Line | None = None
 
 
 class AppointmentTimeslot(WireModel):
@@ -129,7 +162,7 @@ class SupplierNote(WireModel):
     ``{note, type, created}``, e.g. type ``Engineer Note``)."""
 
     note: Text
-    type: Text | None = None
+    type: Name | None = None
     created: WireDateTime | None = None
 
 
@@ -140,21 +173,21 @@ class ServiceOrder(WireModel):
     """Fields every order type shares."""
 
     id: GatewayId | None = None
-    tenant: Annotated[str, Field(min_length=1, max_length=50)] | None = None
-    supplier_order_reference: Text | None = None
+    tenant: Tenant | None = None
+    supplier_order_reference: Name | None = None
     status: OrderStatus
     requested_completion_date: date | None = None
     committed_date: WireDateTime | None = None
     target_date: WireDateTime | None = None
     primary_contact: Contact | None = None
     secondary_contact: Contact | None = None
-    notes: str | None = None
-    hazards: str | None = None
-    on_site_restrictions: str | None = None
+    notes: FreeText | None = None
+    hazards: FreeText | None = None
+    on_site_restrictions: FreeText | None = None
     service_order_amendment_id: GatewayId | None = None
-    service_order_amendment_reference: Text | None = None
+    service_order_amendment_reference: Name | None = None
     service_order_cancellation_id: GatewayId | None = None
-    service_order_cancellation_reference: Text | None = None
+    service_order_cancellation_reference: Name | None = None
 
     @model_validator(mode="after")
     def _identified(self) -> ServiceOrder:
@@ -169,8 +202,8 @@ class AppointedOrder(ServiceOrder):
     """Fields of the order types that can have an engineer appointment."""
 
     appointment_reservation_id: GatewayId | None = None
-    appointment_reservation_reference: str | None = None
-    appointment_supplier_reference: str | None = None
+    appointment_reservation_reference: Name | None = None
+    appointment_supplier_reference: Name | None = None
     appointment_timeslot: AppointmentTimeslot | None = None
     engineer_tasks: list[Text] | None = None
 

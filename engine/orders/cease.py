@@ -8,14 +8,14 @@ from ..core.chart import Chart
 from ..core.codes import OrderStatus, OrderType
 from ..core.contract import Carry
 from ..core.spec import OrderTypeSpec
-from ..core.wire import ServiceOrder, Text
+from ..core.wire import Name, ServiceOrder
 from ._tenant import CANCELLATION_REASONS, COMMON, STATES, tenant_key
 
 
 class CeaseServiceOrder(ServiceOrder):
     """A cease order as the KCI carries it (``ceaseServiceOrder``)."""
 
-    service_id: Text | None = None
+    service_id: Name | None = None
 
 
 SPEC = OrderTypeSpec(

@@ -8,14 +8,14 @@ from ..core.chart import Chart
 from ..core.codes import OrderStatus, OrderType
 from ..core.contract import Carry
 from ..core.spec import OrderTypeSpec
-from ..core.wire import AppointedOrder, ServiceCharacteristic, Text
+from ..core.wire import AppointedOrder, Name, ServiceCharacteristic
 from ._tenant import APPOINTMENTS, CANCELLATION_REASONS, COMMON, STATES, tenant_key
 
 
 class ModifyServiceOrder(AppointedOrder):
     """A modify order as the KCI carries it (``modifyServiceOrder``)."""
 
-    service_id: Text | None = None
+    service_id: Name | None = None
     service_characteristics: list[ServiceCharacteristic] | None = None
 
 

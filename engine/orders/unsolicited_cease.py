@@ -17,7 +17,7 @@ from ..core.codes import OrderType, UnsolicitedCeaseReason
 from ..core.codes import ReasonCode as R
 from ..core.events import Event as E
 from ..core.spec import OrderTypeSpec
-from ..core.wire import ServiceOrder, Text, WireDateTime
+from ..core.wire import Name, ServiceOrder, WireDateTime
 from ._shared import COMPLETE, cancellation_steps, commit_steps, progress_steps, supplier_statuses
 
 
@@ -26,8 +26,8 @@ class UnsolicitedCeaseServiceOrder(ServiceOrder):
     chosen by analogy: decisions C7). Its serviceId, reason and requestedCeaseDate are part of
     the order, so they are required by the model (decisions L16)."""
 
-    supplier_order_reference: Text
-    service_id: Text
+    supplier_order_reference: Name
+    service_id: Name
     reason: UnsolicitedCeaseReason
     requested_cease_date: WireDateTime
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -60,16 +61,19 @@ def is_memory(url: sa.engine.URL) -> bool:
 
 def database_name(url: sa.engine.URL) -> str:
     """How errors name the database: a SQLite file's path, or the URL without its password."""
-    if url.get_backend_name() == "sqlite" and not is_memory(url):
-        return str(Path(url.database or "").absolute())
-    return url.render_as_string(hide_password=True)
+    path = sqlite_path(url)
+    return str(path) if path is not None else url.render_as_string(hide_password=True)
 
 
 def sqlite_path(url: sa.engine.URL) -> Path | None:
-    """The file of a SQLite URL, or ``None`` for another database or an in-memory one."""
+    """The file of a SQLite URL (also of the ``file:...?mode=ro`` form a read-only store
+    uses), or ``None`` for another database or an in-memory one."""
     if url.get_backend_name() != "sqlite" or is_memory(url):
         return None
-    return Path(url.database or "").absolute()
+    database = url.database or ""
+    if database.startswith("file:") and url.query.get("uri") == "true":
+        database = unquote(database[len("file:") :].partition("?")[0])
+    return Path(database).absolute()
 
 
 def parse_url(url: str) -> sa.engine.URL:
@@ -96,6 +100,7 @@ def create_db_engine(
     echo: bool = False,
     read_only: bool = False,
     persistent: bool = False,
+    busy_timeout_s: float = BUSY_TIMEOUT_S,
 ) -> Engine:
     """A SQLAlchemy engine for ``url``, configured the way the store needs it.
 
@@ -107,11 +112,17 @@ def create_db_engine(
             transactions. The database must exist.
         persistent: refuse an in-memory SQLite database (a command that works on the database
             other processes use needs a file).
+        busy_timeout_s: how long a SQLite writer waits for the write lock before
+            :class:`~kci_engine.errors.StoreBusy` (default 30 s).
 
     Raises:
         ConfigurationError: the URL is malformed, unsupported, or (``persistent``) in memory.
         StoreError: ``read_only`` and the SQLite file does not exist.
     """
+    if not (isinstance(busy_timeout_s, int | float) and 0 <= busy_timeout_s <= 3600):
+        raise ConfigurationError(
+            f"busy_timeout_s must be 0 to 3600 seconds, not {busy_timeout_s!r}"
+        )
     parsed = parse_url(url)
     shown = parsed.render_as_string(hide_password=True)
     if (persistent or read_only) and is_memory(parsed):
@@ -121,7 +132,7 @@ def create_db_engine(
         )
     try:
         if parsed.get_backend_name() == "sqlite":
-            return _sqlite(parsed, echo=echo, read_only=read_only)
+            return _sqlite(parsed, echo=echo, read_only=read_only, busy_timeout_s=busy_timeout_s)
         # psycopg 3 is the driver the engine ships with, whatever the URL names.
         parsed = parsed.set(drivername="postgresql+psycopg")
         engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
@@ -132,7 +143,7 @@ def create_db_engine(
         raise ConfigurationError(f"database URL {shown!r} cannot be used: {exc}") from None
 
 
-def _sqlite(url: sa.engine.URL, *, echo: bool, read_only: bool) -> Engine:
+def _sqlite(url: sa.engine.URL, *, echo: bool, read_only: bool, busy_timeout_s: float) -> Engine:
     path = sqlite_path(url)
     if path is not None and path.is_dir():
         raise StoreError("it is a directory, not a database file", database=str(path))
@@ -143,13 +154,28 @@ def _sqlite(url: sa.engine.URL, *, echo: bool, read_only: bool) -> Engine:
                 "no such file (check the path; `kci-engine db upgrade` creates a database)",
                 database=str(path),
             )
-        url = url.set(database=f"file:{path}?mode=ro", query={"uri": "true"})
-    engine = sa.create_engine(url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_S})
-    _configure_sqlite(engine, read_only=read_only)
+        url = url.set(database=f"file:{quote(str(path))}?{_read_only_mode(path)}")
+        url = url.set(query={"uri": "true"})
+    engine = sa.create_engine(url, echo=echo, connect_args={"timeout": busy_timeout_s})
+    _configure_sqlite(engine, read_only=read_only, busy_timeout_s=busy_timeout_s)
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, read_only: bool) -> None:
+def _read_only_mode(path: Path) -> str:
+    """SQLite's URI parameters for reading ``path`` without writing anything.
+
+    A WAL database opened read-only needs its ``-shm`` file, which SQLite creates if it can. In
+    a directory this process cannot write (a read-only mount, another user's directory) and
+    with no ``-wal`` file (so no writer has the database open: a writer keeps both files while
+    it does), the file is opened ``immutable``: no shared memory and no locks are needed.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if not os.access(path.parent, os.W_OK) and not wal.exists():
+        return "mode=ro&immutable=1"
+    return "mode=ro"
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool, busy_timeout_s: float) -> None:
     @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # the engine issues BEGIN itself (below)
@@ -159,7 +185,7 @@ def _configure_sqlite(engine: Engine, *, read_only: bool) -> None:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         finally:
             cursor.close()
 
@@ -191,8 +217,8 @@ def translate(exc: BaseException, database: str) -> EngineError | None:
     lower = message.lower()
     if any(busy in lower for busy in _BUSY) or "lock timeout" in lower:
         return StoreBusy(
-            f"database {database}: it stayed locked by another writer for more than "
-            f"{BUSY_TIMEOUT_S:.0f} s; nothing was written, try again"
+            f"database {database}: another process held its write lock past the busy timeout; "
+            "nothing was written, try again"
         )
     for needle, cause in _SQLITE_CAUSES:
         if needle in lower:

@@ -43,6 +43,7 @@ from ..errors import (
     StoreError,
 )
 from .db import (
+    BUSY_TIMEOUT_S,
     WRITE_OPTION,
     create_db_engine,
     database_name,
@@ -195,6 +196,8 @@ class SqlStore:
             command: it works while another process holds the write lock, and on a file it
             cannot write); the database must exist and its schema be current.
         persistent: refuse an in-memory database (what another process must see).
+        busy_timeout_s: how long a SQLite writer waits for another process's write lock before
+            :class:`~kci_engine.errors.StoreBusy` (default 30 s).
 
     A store is a context manager, like ``httpx.Client`` and SQLAlchemy's ``Session``: leaving
     the block closes its connections.
@@ -213,11 +216,14 @@ class SqlStore:
         migrate: bool = True,
         read_only: bool = False,
         persistent: bool = False,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
         self.db = (
             db
             if db is not None
-            else create_db_engine(url, read_only=read_only, persistent=persistent)
+            else create_db_engine(
+                url, read_only=read_only, persistent=persistent, busy_timeout_s=busy_timeout_s
+            )
         )
         self.read_only = read_only
         self.database = database_name(self.db.url)
