@@ -53,7 +53,7 @@ def db_option(*, required: bool = True) -> Callable[[F], F]:
 
 def _required_db(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     if not value:
-        raise click.UsageError(f"give the database with --db URL or the {DB_ENV} variable")
+        raise click.ClickException(f"give the database with --db URL or the {DB_ENV} variable")
     return value
 
 
