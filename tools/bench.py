@@ -156,70 +156,92 @@ def _durable_orders(engine: Engine, count: int) -> list[str]:
 
 def bench_durable(orders: int) -> dict[str, float]:
     """The durable path on a SQLite file (WAL, synchronous=FULL), one transaction per event,
-    against raw sqlite3 doing the same writes, and against a naive build of the same parts."""
+    against raw sqlite3 doing the same writes (round by round, interleaved), and against a naive
+    build of the same parts."""
     from kci_engine.store.sql import SqlStore
 
     count = max(orders // 10, 50)
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        raw = _RawSqlite(Path(tmp) / "floor.db", count, *_sample_rows(_sqlite_file(tmp, "s.db")))
         store = SqlStore(_sqlite_file(tmp, "engine.db"))
         engine = Engine(store)
         ids = _durable_orders(engine, count)
-        events = 0
-        started = time.perf_counter()
-        for event, data in LIFECYCLE:
+        events = txns = 0
+        ours = theirs = 0.0
+        for round_, (event, data) in enumerate(LIFECYCLE):
+            started = time.perf_counter()
             for order_id in ids:
                 events += len(engine.apply(order_id, event, data))
-        durable = events / (time.perf_counter() - started)
-        body = store.kcis(ids[0])[-1].json()
-        document = json.dumps(store.load(ids[0]).document)
+            ours += time.perf_counter() - started
+            done, took = raw.round(round_, per_txn=1)
+            txns += done
+            theirs += took
         store.close()
-        floor = _sqlite_floor(Path(tmp) / "floor.db", count, len(LIFECYCLE), body, document)
+        raw.close()
         naive = _naive(_sqlite_file(tmp, "naive.db"), max(count // 2, 25))
     return {
-        "apply_durable_events_per_s": durable,
-        "sqlite_floor_txn_per_s": floor,
+        "apply_durable_events_per_s": events / ours,
+        "sqlite_floor_txn_per_s": txns / theirs,
         "naive_durable_events_per_s": naive,
     }
 
 
-def _sqlite_floor(
-    path: Path, orders: int, rounds: int, body: str, document: str, per_txn: int = 1
-) -> float:
-    """Raw sqlite3, same schema, journal and sync settings: the writes the engine makes for
-    one event (the order row's UPDATE of the same columns, outbox insert, event-log insert),
-    ``per_txn`` events to a transaction."""
-    from kci_engine.store.migrate import upgrade
-    from kci_engine.store.sql import create_db_engine
+def _sample_rows(url: str) -> tuple[str, str]:
+    """A KCI body and an order document as the engine writes them (for the raw floors)."""
+    from kci_engine.store.sql import SqlStore
 
-    setup = create_db_engine(f"sqlite:///{path}")
-    upgrade(setup)
-    setup.dispose()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    for n in range(orders):
-        conn.execute(_RAW_INSERT_ORDER, _raw_order(f"o{n}", document))
-    started = time.perf_counter()
-    txns = 0
-    pending = 0
-    for round_ in range(rounds):
-        for n in range(orders):
+    with SqlStore(url) as store:
+        engine = Engine(store)
+        order_id = engine.accept_order(OrderType.PROVIDE, provide_order(10**9))
+        for event, data in LIFECYCLE[:3]:
+            engine.apply(order_id, event, data)
+        body = store.kcis(order_id)[-1].json()
+        document = json.dumps(store.load(order_id).document, separators=(",", ":"))
+    return body, document
+
+
+class _RawSqlite:
+    """Raw sqlite3, same schema, journal and sync settings, making the writes the engine makes
+    for one event (the order row's UPDATE of the same columns, outbox insert, event-log insert)
+    for each of ``orders`` orders a round."""
+
+    def __init__(self, path: Path, orders: int, body: str, document: str) -> None:
+        from kci_engine.store.migrate import upgrade
+        from kci_engine.store.sql import create_db_engine
+
+        setup = create_db_engine(f"sqlite:///{path}")
+        upgrade(setup)
+        setup.dispose()
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.keys = [f"o{n}" for n in range(orders)]
+        self.body, self.document = body, document
+        for key in self.keys:
+            self.conn.execute(_RAW_INSERT_ORDER, _raw_order(key, document))
+
+    def round(self, round_: int, per_txn: int) -> tuple[int, float]:
+        """One event for every order, ``per_txn`` events to a transaction: (events, seconds)."""
+        conn = self.conn
+        started = time.perf_counter()
+        pending = 0
+        for key in self.keys:
             if pending == 0:
                 conn.execute("BEGIN IMMEDIATE")
-            update, kci, event = _raw_event_rows(f"o{n}", round_, body, document)
+            update, kci, event = _raw_event_rows(key, round_, self.body, self.document)
             conn.execute(_RAW_UPDATE, update)
             conn.execute(_RAW_INSERT_KCI, kci)
             conn.execute(_RAW_INSERT_EVENT, event)
             pending += 1
-            txns += 1
             if pending == per_txn:
                 conn.execute("COMMIT")
                 pending = 0
-    if pending:
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return txns / elapsed
+        if pending:
+            conn.execute("COMMIT")
+        return len(self.keys), time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 #: The raw floors' statements (sqlite3 placeholders; psycopg's are ``%s``): the engine's writes.
@@ -312,7 +334,8 @@ def _naive(url: str, orders: int) -> float:
                     new_kci_id,
                 )
                 machine.fire(firing)
-                for key, value in _order_row(record, now_ms()).items():
+                document = json.dumps(record.document, separators=(",", ":"), ensure_ascii=False)
+                for key, value in _order_row(record, now_ms(), document).items():
                     setattr(row, key, value)
                 row.version += 1
                 for kci in firing.kcis:
@@ -353,27 +376,31 @@ def _naive(url: str, orders: int) -> float:
 
 def bench_batch(orders: int) -> dict[str, float]:
     """Events applied in batches of 1,000 per transaction (bulk import or replay), against raw
-    sqlite3 making the same three writes per event, 1,000 events to a transaction."""
+    sqlite3 making the same three writes per event, 1,000 events to a transaction (round by
+    round, interleaved)."""
     from kci_engine.store.sql import SqlStore
 
     count = orders // 2
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        raw = _RawSqlite(Path(tmp) / "raw.db", count, *_sample_rows(_sqlite_file(tmp, "s.db")))
         store = SqlStore(_sqlite_file(tmp, "batch.db"))
         engine = Engine(store)
         ids = _durable_orders(engine, count)
-        items = [(order_id, event, data) for event, data in LIFECYCLE for order_id in ids]
+        events = txns = 0
+        ours = theirs = 0.0
         gc.collect()
-        started = time.perf_counter()
-        events = 0
-        for start in range(0, len(items), 1000):
-            events += sum(len(k) for k in engine.apply_batch(items[start : start + 1000]))
-        elapsed = time.perf_counter() - started
-        body = store.kcis(ids[0])[-1].json()
-        document = json.dumps(store.load(ids[0]).document)
+        for round_, (event, data) in enumerate(LIFECYCLE):
+            items = [(order_id, event, data) for order_id in ids]
+            started = time.perf_counter()
+            for start in range(0, len(items), 1000):
+                events += sum(len(k) for k in engine.apply_batch(items[start : start + 1000]))
+            ours += time.perf_counter() - started
+            done, took = raw.round(round_, per_txn=1000)
+            txns += done
+            theirs += took
         store.close()
-        gc.collect()
-        raw = _sqlite_floor(Path(tmp) / "raw.db", count, len(LIFECYCLE), body, document, 1000)
-    return {"batch_events_per_s": events / elapsed, "raw_sqlite_batch_events_per_s": raw}
+        raw.close()
+    return {"batch_events_per_s": events / ours, "raw_sqlite_batch_events_per_s": txns / theirs}
 
 
 def bench_postgres(orders: int) -> dict[str, float]:
@@ -381,18 +408,11 @@ def bench_postgres(orders: int) -> dict[str, float]:
     transaction per event, with 1 and 2 appliers on different orders, interleaved with raw
     psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ... RETURNING, COMMIT) from as
     many threads."""
-    from kci_engine.store.sql import SqlStore
 
     base = _postgres()
     count = max(orders // 10, 200)
     engine_url, raw_url = _fresh_database(base, "engine"), _fresh_database(base, "raw")
-    with SqlStore(engine_url) as store:
-        engine = Engine(store)
-        order_id = engine.accept_order(OrderType.PROVIDE, provide_order(10**9))
-        for event, data in LIFECYCLE[:3]:
-            engine.apply(order_id, event, data)
-        body = store.kcis(order_id)[-1].json()
-        document = json.dumps(store.load(order_id).document)
+    body, document = _sample_rows(engine_url)
     engine1 = _pg_applied(engine_url, count, 1)
     raw1 = _pg_raw(raw_url, count, 1, body, document)
     engine2 = _pg_applied(engine_url, count, 2)
