@@ -1,11 +1,14 @@
 """Benchmarks for kci-engine. Prints progress lines, then one JSON object on the last line.
 
     python tools/bench.py            full run
-    python tools/bench.py --quick    under a minute on 2 cores (fewer orders, fewer repeats)
+    python tools/bench.py --quick    a minute or two on 2 cores (fewer orders, fewer repeats)
     python tools/bench.py --only apply_memory
+    python tools/bench.py --only postgres   starts its own throwaway PostgreSQL server
 
 Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine).
-Results and the machine they came from are recorded in docs/performance.md.
+The apply paths are measured beside a floor in the same run (interleaved), and their targets are
+the ratios in RATIOS, computed from the best figures. Results and the machine they came from are
+recorded in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -405,10 +408,9 @@ def bench_batch(orders: int) -> dict[str, float]:
 
 def bench_postgres(orders: int) -> dict[str, float]:
     """PostgreSQL (a throwaway server started as the tests start theirs, ``fsync=off``), one
-    transaction per event, with 1 and 2 appliers on different orders, interleaved with raw
-    psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ... RETURNING, COMMIT) from as
-    many threads."""
-
+    transaction per event, with 1 and 2 applier processes on different orders, interleaved with
+    raw psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ... RETURNING, COMMIT) from
+    as many processes."""
     base = _postgres()
     count = max(orders // 10, 200)
     engine_url, raw_url = _fresh_database(base, "engine"), _fresh_database(base, "raw")
@@ -773,7 +775,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure (best kept)")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these")
     parser.add_argument("--rss-child", nargs=2, metavar=("N", "URL"), help=argparse.SUPPRESS)

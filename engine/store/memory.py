@@ -126,17 +126,19 @@ class MemoryStore:
 
 def _stored(kcis: Sequence[Kci]) -> tuple[_StoredKci, ...]:
     return tuple(
-        (
-            kci.kci_id,
-            kci.order_id,
-            kci.sequence_number,
-            kci.reason_code._value_,
-            kci.status._value_,
-            kci.issued_on,
-            to_json(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
-            kci.event,
-        )
-        for kci in kcis
+        [
+            (
+                kci.kci_id,
+                kci.order_id,
+                kci.sequence_number,
+                kci.reason_code._value_,
+                kci.status._value_,
+                kci.issued_on,
+                to_json(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
+                kci.event,
+            )
+            for kci in kcis
+        ]
     )
 
 
@@ -162,7 +164,9 @@ def _stored_entry(entry: EventEntry) -> _StoredEntry:
         entry.status_before,
         entry.status_after,
         entry.kci_ids,
-        _shared(entry.data.model_dump_json(exclude_unset=True)),
+        _shared(entry.data.model_dump_json(exclude_unset=True))
+        if entry.data.model_fields_set
+        else "{}",
         entry.applied_at,
     )
 
