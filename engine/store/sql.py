@@ -469,17 +469,30 @@ class SqlStore:
             with self._instrumented_transaction(write=False) as runner:
                 yield runner
             return
-        runner = _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
+        dbapi = self._dbapi()  # autocommit: each read is atomic
+        # On PostgreSQL the thread's reads share one cursor (a psycopg cursor holds nothing on
+        # the server between statements); a SQLite cursor is closed, lest a statement left
+        # unfinished keep its read snapshot open.
+        kept = self.dialect == "postgresql"
+        runner = _DirectRunner(self, dbapi, self._read_cursor(dbapi) if kept else None)
         try:
             yield runner
         except Exception as exc:
             runner.close()
+            self._local.cursor = None
             error = translate(exc, self.database)
             if error is None:
                 raise
             self._discard()
             raise error from exc
-        runner.close()
+        if not kept:
+            runner.close()
+
+    def _read_cursor(self, dbapi: Any) -> Any:
+        cached = getattr(self._local, "cursor", None)
+        if cached is None or cached[0] is not dbapi:
+            cached = self._local.cursor = (dbapi, dbapi.cursor())
+        return cached[1]
 
     @contextmanager
     def writing(self, *, durable: bool = True) -> Iterator[_Runner]:
@@ -538,6 +551,7 @@ class SqlStore:
         if dbapi is None:
             return
         self._local.dbapi = None
+        self._local.cursor = None
         with self._lock:
             if dbapi in self._connections:
                 self._connections.remove(dbapi)
