@@ -194,12 +194,29 @@ _IN_ONE: dict[int, str] = {}
 
 def _placeholders(table: sa.Table, columns: tuple[str, ...]) -> str:
     """Typed placeholders (``%s::bigint``, ``%s::text``): a select list's parameters have no
-    column to take their type from. Text is never cast to a bounded type, which would truncate;
-    the column's own type checks the length on insert."""
-    return ", ".join(
-        "%s::bigint" if isinstance(table.c[name].type, sa.Integer) else "%s::text"
-        for name in columns
-    )
+    column to take their type from. Strings are never cast to a bounded type, which would
+    truncate; the column's own type checks the length on insert."""
+    dialect = _postgresql_dialect()
+    casts = []
+    for name in columns:
+        kind: Any = table.c[name].type
+        if isinstance(kind, sa.types.TypeDecorator):  # sqlmodel's AutoString: a String
+            kind = kind.impl
+        if isinstance(kind, sa.Integer):
+            casts.append("%s::bigint")
+        elif isinstance(kind, sa.String):
+            casts.append("%s::text")
+        else:
+            casts.append(f"%s::{kind.compile(dialect=dialect)}")
+    return ", ".join(casts)
+
+
+@functools.cache
+def _postgresql_dialect() -> sa.Dialect:
+    from sqlalchemy.dialects import postgresql
+
+    dialect: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return dialect
 
 
 def _in_one_sql(kci_count: int) -> str:
