@@ -290,7 +290,7 @@ class Engine:
         attempt = 0
         while True:
             if parsed.event_id is not None:
-                prior = self._replayed(order_id, parsed.event_id, kind.value)
+                prior = self._replayed(order_id, parsed.event_id, kind._value_)
                 if prior is not None:
                     return prior
             record = self.store.load(order_id)
@@ -300,7 +300,7 @@ class Engine:
             kcis = self._fire(record, kind, parsed, now)
             entry = EventEntry(
                 order_id,
-                kind.value,
+                kind._value_,
                 parsed.event_id,
                 before,
                 record.status,

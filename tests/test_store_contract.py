@@ -103,11 +103,18 @@ def test_stale_version_is_a_conflict_and_writes_nothing(store: Store) -> None:
     order_id = _committed(engine)
     stale = store.load(order_id)
     engine.apply(order_id, Event.WARN, {"problem_code": "NETWORK_ISSUE"})
-    before = store.kcis(order_id)
+    before, logged = store.kcis(order_id), store.events(order_id)
     with pytest.raises(ConcurrencyConflict) as caught:
-        store.save(stale, [], store.events(order_id)[-1]._replace(event_id=None))
+        store.save(stale, [], logged[-1]._replace(event_id=None))
     assert caught.value.order_id == order_id
     assert store.kcis(order_id) == before
+    assert store.events(order_id) == logged
+    # With a KCI too (on PostgreSQL the inserts ride on the UPDATE: none may land without it).
+    late = before[-1]._replace(kci_id="late", sequence_number=before[-1].sequence_number + 1)
+    with pytest.raises(ConcurrencyConflict):
+        store.save(stale, [late], logged[-1]._replace(event_id=None, kci_ids=("late",)))
+    assert store.kcis(order_id) == before
+    assert store.events(order_id) == logged
     assert store.load(order_id).version == stale.version + 1
 
 

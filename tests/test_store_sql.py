@@ -254,3 +254,39 @@ def test_the_hot_path_is_visible_to_sqlalchemy_events_when_someone_listens(
         assert {"INSERT", "UPDATE", "SELECT"} <= set(seen)
         assert engine.kcis(loud)[0].reason_code == "ACKNOWLEDGED"
         assert engine.order(quiet).status == "SENT_TO_SUPPLIER"
+
+
+def test_outbox_bodies_and_log_data_are_the_engines_own_encoding(db_url: str) -> None:
+    """The outbox keeps each KCI body exactly as ``Kci.json()`` encodes it (the order
+    document's JSON is reused inside it, not re-encoded differently), and the event log's data
+    decodes to the data as given; in batches too, where orders are kept between events."""
+    from kci_engine.tooling.demo import play
+
+    with SqlStore(db_url) as store:
+        engine = test_engine(store)
+        played = list(play(engine))
+        warn = {"problem_code": "NETWORK_ISSUE", "text": "Ünïcode ✓"}
+        with store.batch():
+            order_id = engine.accept_order("provide", provide_order(9001))
+            engine.apply_batch(
+                [
+                    (order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S-✓"}}),
+                    (order_id, Event.COMMIT, {"order": COMMIT_DATES}),
+                    (order_id, Event.WARN, warn),
+                    (order_id, Event.WARN, warn),
+                ]
+            )
+        kcis = {k.kci_id: k for p in played for k in p.kcis}
+        kcis.update({k.kci_id: k for k in engine.kcis(order_id)})
+        with store.db.connect() as conn:
+            rows = conn.execute(sa.text("SELECT kci_id, body FROM kci_outbox")).all()
+            bodies = dict(rows)
+            logged = conn.execute(sa.text("SELECT order_id, data FROM kci_event ORDER BY seq"))
+            data = [(o, json.loads(d)) for o, d in logged.all()]
+        assert bodies == {kci_id: kci.json() for kci_id, kci in kcis.items()}
+        by_order: dict[str, list[object]] = {}
+        for logged_order, given in data:
+            by_order.setdefault(logged_order, []).append(given)
+        assert by_order == {o: [e.data_json() for e in engine.events(o)] for o in by_order}
+        numbers = [k.sequence_number for k in engine.kcis(order_id)]
+        assert numbers == list(range(1, len(numbers) + 1))

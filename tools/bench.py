@@ -1,16 +1,20 @@
 """Benchmarks for kci-engine. Prints progress lines, then one JSON object on the last line.
 
     python tools/bench.py            full run
-    python tools/bench.py --quick    under a minute on 2 cores (fewer orders, fewer repeats)
+    python tools/bench.py --quick    a minute or two on 2 cores (fewer orders, fewer repeats)
     python tools/bench.py --only apply_memory
+    python tools/bench.py --only postgres   starts its own throwaway PostgreSQL server
 
 Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine).
-Results and the machine they came from are recorded in docs/performance.md.
+The apply paths are measured beside a floor in the same run (interleaved), and their targets are
+the ratios in RATIOS, computed from the best figures. Results and the machine they came from are
+recorded in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import json
@@ -53,16 +57,91 @@ def _orders(count: int, start: int = 1) -> Iterator[dict[str, Any]]:
 
 
 def bench_apply_memory(orders: int) -> dict[str, float]:
-    """Events applied to in-memory orders (KCIs built and validated), events per second."""
+    """Events applied to in-memory orders (KCIs built and validated), events per second, at
+    10,000 orders and at 2,000, against a floor measured in the same run: a dict state machine
+    making the same status moves and building and encoding an equivalent KCI."""
+    del orders  # the ratio's target is set at 10,000 orders, --quick included
+    moves = _lifecycle_moves()
+    floor = _memory_floor(10_000, moves)
+    big = _apply_memory(10_000)
+    small = _apply_memory(2_000)
+    return {
+        "memory_floor_events_per_s": floor,
+        "apply_memory_events_per_s": big,
+        "apply_memory_2k_events_per_s": small,
+    }
+
+
+def _apply_memory(orders: int) -> float:
     engine = Engine()
     ids = [engine.accept_order(OrderType.PROVIDE, order) for order in _orders(orders)]
+    gc.collect()
     events = 0
     started = time.perf_counter()
     for event, data in LIFECYCLE:
         for order_id in ids:
             events += len(engine.apply(order_id, event, data))
     elapsed = time.perf_counter() - started
-    return {"apply_memory_events_per_s": events / elapsed}
+    return events / elapsed
+
+
+#: One lifecycle step as the floor makes it: (status before, event) -> (status after, reason).
+Moves = dict[tuple[str, str], tuple[str, str | None]]
+
+
+def _lifecycle_moves() -> Moves:
+    """The status moves and reason codes the engine makes for LIFECYCLE (taken from one order
+    run through the engine, so the floor makes exactly the same moves)."""
+    engine = Engine()
+    order_id = engine.accept_order(OrderType.PROVIDE, provide_order(1))
+    moves: Moves = {}
+    for event, data in LIFECYCLE:
+        before = engine.order(order_id).status
+        kcis = engine.apply(order_id, event, data)
+        reason = str(kcis[0].reason_code) if kcis else None
+        moves[(before, event.value)] = (engine.order(order_id).status, reason)
+    return moves
+
+
+def _memory_floor(orders: int, moves: Moves) -> float:
+    """The least an in-memory apply can do: look the move up in a dict, merge the order
+    changes, build the KCI dict (id, sequence number, issuedOn, reason, problem, the order)
+    and keep its JSON text."""
+    documents = [provide_order(n) for n in range(1, orders + 1)]
+    states = [{"status": "SENT_TO_SUPPLIER", "seq": 1, "document": d} for d in documents]
+    outbox: list[str] = []
+    gc.collect()
+    events = 0
+    started = time.perf_counter()
+    for event, data in LIFECYCLE:
+        name = event.value
+        given = data or {}
+        changes = given.get("order")
+        for state in states:
+            dest, reason = moves[(state["status"], name)]
+            document = state["document"]
+            if changes:
+                document = {**document, **changes}
+            document = {**document, "status": dest}
+            state["status"], state["document"] = dest, document
+            if reason is None:
+                continue
+            now = datetime.now(UTC)
+            body: dict[str, Any] = {
+                "id": new_kci_id(),
+                "sequenceNumber": state["seq"],
+                "issuedOn": now.isoformat(timespec="milliseconds")[:-6] + "Z",
+                "reasonCode": reason,
+            }
+            if "problem_code" in given:
+                body["problemCode"] = given["problem_code"]
+                body["text"] = given["text"]
+            body["provideServiceOrder"] = document
+            outbox.append(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+            state["seq"] += 1
+            events += 1
+    elapsed = time.perf_counter() - started
+    return events / elapsed
 
 
 def _sqlite_file(directory: str, name: str) -> str:
@@ -80,110 +159,159 @@ def _durable_orders(engine: Engine, count: int) -> list[str]:
 
 def bench_durable(orders: int) -> dict[str, float]:
     """The durable path on a SQLite file (WAL, synchronous=FULL), one transaction per event,
-    against raw sqlite3 doing the same writes, and against a naive build of the same parts."""
+    against raw sqlite3 doing the same writes (round by round, interleaved), and against a naive
+    build of the same parts."""
     from kci_engine.store.sql import SqlStore
 
     count = max(orders // 10, 50)
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        raw = _RawSqlite(Path(tmp) / "floor.db", count, *_sample_rows(_sqlite_file(tmp, "s.db")))
         store = SqlStore(_sqlite_file(tmp, "engine.db"))
         engine = Engine(store)
         ids = _durable_orders(engine, count)
-        events = 0
-        started = time.perf_counter()
-        for event, data in LIFECYCLE:
+        events = txns = 0
+        ours = theirs = 0.0
+        for round_, (event, data) in enumerate(LIFECYCLE):
+            started = time.perf_counter()
             for order_id in ids:
                 events += len(engine.apply(order_id, event, data))
-        durable = events / (time.perf_counter() - started)
-        body = store.kcis(ids[0])[-1].json()
-        document = json.dumps(store.load(ids[0]).document)
+            ours += time.perf_counter() - started
+            done, took = raw.round(round_, per_txn=1)
+            txns += done
+            theirs += took
         store.close()
-        floor = _sqlite_floor(Path(tmp) / "floor.db", count, len(LIFECYCLE), body, document)
+        raw.close()
         naive = _naive(_sqlite_file(tmp, "naive.db"), max(count // 2, 25))
     return {
-        "apply_durable_events_per_s": durable,
-        "sqlite_floor_txn_per_s": floor,
+        "apply_durable_events_per_s": events / ours,
+        "sqlite_floor_txn_per_s": txns / theirs,
         "naive_durable_events_per_s": naive,
-        "durable_vs_floor": durable / floor,
-        "durable_vs_naive": durable / naive,
     }
 
 
-def _sqlite_floor(path: Path, orders: int, rounds: int, body: str, document: str) -> float:
-    """Raw sqlite3, same schema, journal and sync settings: per transaction the writes the
-    engine makes for one event (order row update, outbox insert, event-log insert)."""
-    from kci_engine.store.migrate import upgrade
-    from kci_engine.store.sql import create_db_engine
+def _sample_rows(url: str) -> tuple[str, str]:
+    """A KCI body and an order document as the engine writes them (for the raw floors)."""
+    from kci_engine.store.sql import SqlStore
 
-    setup = create_db_engine(f"sqlite:///{path}")
-    upgrade(setup)
-    setup.dispose()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    now = 0
-    for n in range(orders):
-        conn.execute(
-            "INSERT INTO kci_order VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (f"o{n}", "provide", "IN_PROGRESS", "[]", "{}", document, 1, None, 1, None, now, now),
-        )
-    started = time.perf_counter()
-    txns = 0
-    for round_ in range(rounds):
-        for n in range(orders):
-            kci_id = f"{round_:08d}-{n:027d}"
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "UPDATE kci_order SET status=?, document=?, next_sequence=next_sequence+1, "
-                "version=version+1, updated_at_ms=? WHERE order_id=? AND version=?",
-                ("IN_PROGRESS", document, now, f"o{n}", round_ + 1),
-            )
-            conn.execute(
-                "INSERT INTO kci_outbox (kci_id, order_id, sequence_number, reason_code, status, "
-                "event, issued_on, body, delivery_state, attempts, next_attempt_at_ms, "
-                "created_at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    kci_id,
-                    f"o{n}",
-                    round_ + 1,
-                    "WARNING",
-                    "IN_PROGRESS",
-                    "warn",
-                    "2026-11-23T09:00:00.000Z",
-                    body,
-                    "PENDING",
-                    0,
-                    now,
-                    now,
-                ),
-            )
-            conn.execute(
-                "INSERT INTO kci_event (order_id, event_id, event, status_before, status_after, "
-                "kci_ids, data, applied_at_ms) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    f"o{n}",
-                    None,
-                    "warn",
-                    "IN_PROGRESS",
-                    "IN_PROGRESS",
-                    f'["{kci_id}"]',
-                    '{"problem_code":"NETWORK_ISSUE"}',
-                    now,
-                ),
-            )
+    with SqlStore(url) as store:
+        engine = Engine(store)
+        order_id = engine.accept_order(OrderType.PROVIDE, provide_order(10**9))
+        for event, data in LIFECYCLE[:3]:
+            engine.apply(order_id, event, data)
+        body = store.kcis(order_id)[-1].json()
+        document = json.dumps(store.load(order_id).document, separators=(",", ":"))
+    return body, document
+
+
+class _RawSqlite:
+    """Raw sqlite3, same schema, journal and sync settings, making the writes the engine makes
+    for one event (the order row's UPDATE of the same columns, outbox insert, event-log insert)
+    for each of ``orders`` orders a round."""
+
+    def __init__(self, path: Path, orders: int, body: str, document: str) -> None:
+        from kci_engine.store.migrate import upgrade
+        from kci_engine.store.sql import create_db_engine
+
+        setup = create_db_engine(f"sqlite:///{path}")
+        upgrade(setup)
+        setup.dispose()
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.keys = [f"o{n}" for n in range(orders)]
+        self.body, self.document = body, document
+        for key in self.keys:
+            self.conn.execute(_RAW_INSERT_ORDER, _raw_order(key, document))
+
+    def round(self, round_: int, per_txn: int) -> tuple[int, float]:
+        """One event for every order, ``per_txn`` events to a transaction: (events, seconds)."""
+        conn = self.conn
+        started = time.perf_counter()
+        pending = 0
+        for key in self.keys:
+            if pending == 0:
+                conn.execute("BEGIN IMMEDIATE")
+            update, kci, event = _raw_event_rows(key, round_, self.body, self.document)
+            conn.execute(_RAW_UPDATE, update)
+            conn.execute(_RAW_INSERT_KCI, kci)
+            conn.execute(_RAW_INSERT_EVENT, event)
+            pending += 1
+            if pending == per_txn:
+                conn.execute("COMMIT")
+                pending = 0
+        if pending:
             conn.execute("COMMIT")
-            txns += 1
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return txns / elapsed
+        return len(self.keys), time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+#: The raw floors' statements (sqlite3 placeholders; psycopg's are ``%s``): the engine's writes.
+_RAW_INSERT_ORDER = "INSERT INTO kci_order VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_RAW_UPDATE = (
+    "UPDATE kci_order SET order_type=?, status=?, return_stack=?, requests=?, document=?, "
+    "next_sequence=?, last_issued_on=?, version=?, conversation_id=?, updated_at_ms=? "
+    "WHERE order_id=? AND version=?"
+)
+_RAW_INSERT_KCI = (
+    "INSERT INTO kci_outbox (kci_id, order_id, sequence_number, reason_code, status, event, "
+    "issued_on, body, delivery_state, attempts, next_attempt_at_ms, created_at_ms) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_RAW_INSERT_EVENT = (
+    "INSERT INTO kci_event (order_id, event_id, event, status_before, status_after, kci_ids, "
+    "data, applied_at_ms) VALUES (?,?,?,?,?,?,?,?)"
+)
+_RAW_REQUESTS = '{"amendments": [], "cancellation": null}'
+
+
+def _raw_order(key: str, document: str) -> tuple[Any, ...]:
+    return (key, "provide", "IN_PROGRESS", "[]", _RAW_REQUESTS, document, 1, None, 1, None, 0, 0)
+
+
+def _raw_event_rows(
+    key: str, round_: int, body: str, document: str
+) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
+    """The parameters of one event's UPDATE, outbox INSERT and event-log INSERT."""
+    kci_id = f"{round_:08d}-{key:>27}"
+    issued = "2026-11-23T09:00:00.000Z"
+    update = ("provide", "IN_PROGRESS", "[]", _RAW_REQUESTS, document, round_ + 2, issued)
+    return (
+        (*update, round_ + 2, None, 0, key, round_ + 1),
+        (
+            kci_id,
+            key,
+            round_ + 1,
+            "WARNING",
+            "IN_PROGRESS",
+            "warn",
+            issued,
+            body,
+            "PENDING",
+            0,
+            0,
+            0,
+        ),
+        (
+            key,
+            None,
+            "warn",
+            "IN_PROGRESS",
+            "IN_PROGRESS",
+            f'["{kci_id}"]',
+            '{"problem_code":"NETWORK_ISSUE","text":"Node maintenance"}',
+            0,
+        ),
+    )
 
 
 def _naive(url: str, orders: int) -> float:
     """The same parts put together naively: a fresh ORM session and a new transitions Machine
     for every event, and the KCI validated by building the whole pydantic model."""
-    from kci_engine.core._lifecycle import run_step
-    from kci_engine.core._machine import CompiledChart, Firing
-    from kci_engine.core.wire import parse_kci
-    from kci_engine.orders import CHARTS
+    from kci_engine.core._lifecycle import Firing
+    from kci_engine.core._machine import Machine
+    from kci_engine.orders import SPECS, parse_kci
     from kci_engine.store.sql import SqlStore, _order_row, _record, now_ms
     from kci_engine.store.tables import EventRow, OrderRow, OutboxRow
     from sqlmodel import Session
@@ -198,16 +326,19 @@ def _naive(url: str, orders: int) -> float:
                 row = session.get(OrderRow, order_id)
                 assert row is not None
                 record = _record(row.model_dump())
-                chart = CompiledChart(CHARTS[record.order_type], run_step)  # a Machine per order
+                spec = SPECS[record.order_type]
+                machine = Machine(spec.chart, spec.edges)  # a transitions Machine per event
                 firing = Firing(
+                    spec,
                     record,
                     event,
                     EventData.model_validate(data or {}),
                     datetime.now(UTC),
                     new_kci_id,
                 )
-                chart.fire(firing)
-                for key, value in _order_row(record, now_ms()).items():
+                machine.fire(firing)
+                document = json.dumps(record.document, separators=(",", ":"), ensure_ascii=False)
+                for key, value in _order_row(record, now_ms(), document).items():
                     setattr(row, key, value)
                 row.version += 1
                 for kci in firing.kcis:
@@ -247,45 +378,225 @@ def _naive(url: str, orders: int) -> float:
 
 
 def bench_batch(orders: int) -> dict[str, float]:
-    """Events applied in batches of 1,000 per transaction (bulk import or replay)."""
+    """Events applied in batches of 1,000 per transaction (bulk import or replay), against raw
+    sqlite3 making the same three writes per event, 1,000 events to a transaction (round by
+    round, interleaved)."""
     from kci_engine.store.sql import SqlStore
 
+    count = orders // 2
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
+        raw = _RawSqlite(Path(tmp) / "raw.db", count, *_sample_rows(_sqlite_file(tmp, "s.db")))
         store = SqlStore(_sqlite_file(tmp, "batch.db"))
         engine = Engine(store)
-        ids = _durable_orders(engine, orders // 2)
-        items = [(order_id, event, data) for event, data in LIFECYCLE for order_id in ids]
-        started = time.perf_counter()
-        events = 0
-        for start in range(0, len(items), 1000):
-            events += sum(len(k) for k in engine.apply_batch(items[start : start + 1000]))
-        elapsed = time.perf_counter() - started
+        ids = _durable_orders(engine, count)
+        events = txns = 0
+        ours = theirs = 0.0
+        gc.collect()
+        for round_, (event, data) in enumerate(LIFECYCLE):
+            items = [(order_id, event, data) for order_id in ids]
+            started = time.perf_counter()
+            for start in range(0, len(items), 1000):
+                events += sum(len(k) for k in engine.apply_batch(items[start : start + 1000]))
+            ours += time.perf_counter() - started
+            done, took = raw.round(round_, per_txn=1000)
+            txns += done
+            theirs += took
         store.close()
-    return {"batch_events_per_s": events / elapsed}
+        raw.close()
+    return {"batch_events_per_s": events / ours, "raw_sqlite_batch_events_per_s": txns / theirs}
+
+
+def bench_postgres(orders: int) -> dict[str, float]:
+    """PostgreSQL (a throwaway server started as the tests start theirs, ``fsync=off``), one
+    transaction per event, with 1 and 2 applier processes on different orders, interleaved with
+    raw psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ... RETURNING, COMMIT) from
+    as many processes."""
+    base = _postgres()
+    count = max(orders // 10, 200)
+    engine_url, raw_url = _fresh_database(base, "engine"), _fresh_database(base, "raw")
+    body, document = _sample_rows(engine_url)
+    engine1 = _pg_applied(engine_url, count, 1)
+    raw1 = _pg_raw(raw_url, count, 1, body, document)
+    engine2 = _pg_applied(engine_url, count, 2)
+    raw2 = _pg_raw(raw_url, count, 2, body, document)
+    return {
+        "postgres_events_per_s": engine1,
+        "raw_postgres_events_per_s": raw1,
+        "postgres2_events_per_s": engine2,
+        "raw_postgres2_events_per_s": raw2,
+    }
+
+
+_SERVERS = contextlib.ExitStack()
+atexit.register(_SERVERS.close)
+_PG_URL: list[str] = []
+
+
+def _postgres() -> str:
+    """``KCI_TEST_POSTGRES_URL``, or tests/pgserver.py's throwaway server, started once and
+    stopped when the bench exits."""
+    given = os.environ.get("KCI_TEST_POSTGRES_URL")
+    if given:
+        return given
+    if not _PG_URL:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.pgserver import postgres_server
+
+        _PG_URL.append(_SERVERS.enter_context(postgres_server()))
+    return _PG_URL[0]
+
+
+def _fresh_database(base: str, name: str) -> str:
+    """A new, empty database on the server at ``base``."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "bench_{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "bench_{name}"')
+    admin.dispose()
+    return base.rsplit("/", 1)[0] + f"/bench_{name}"
+
+
+def _parallel(appliers: int, prepare: Callable[[int], Callable[[], int]]) -> float:
+    """Events per second of ``appliers`` workers, each in a process of its own (as a deployment
+    runs them: a thread each would share one interpreter lock) or, for one, in this process.
+    ``prepare(i)`` opens worker ``i``'s connections and returns its work, timed from when every
+    worker is ready until the last one is done."""
+    import multiprocessing
+
+    if appliers == 1:
+        work = prepare(0)
+        gc.collect()
+        started = time.perf_counter()
+        events = work()
+        return events / (time.perf_counter() - started)
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(appliers + 1)
+    counts = context.SimpleQueue()
+
+    def child(i: int) -> None:
+        work = prepare(i)
+        gc.collect()
+        ready.wait()
+        counts.put(work())
+
+    workers = [context.Process(target=child, args=(i,)) for i in range(appliers)]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    started = time.perf_counter()
+    events = sum(counts.get() for _ in workers)
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    return events / elapsed
+
+
+def _pg_applied(url: str, count: int, appliers: int) -> float:
+    """The engine on PostgreSQL, one transaction per event; ``count`` orders per applier."""
+    from kci_engine.store.sql import SqlStore
+
+    with SqlStore(url) as store:
+        engine = Engine(store)
+        start = len(list(store.order_ids())) + 1
+        with store.batch():
+            ids = [
+                engine.accept_order(OrderType.PROVIDE, order)
+                for order in _orders(count * appliers, start)
+            ]
+
+    def prepare(i: int) -> Callable[[], int]:
+        store = SqlStore(url, migrate=False)
+        engine = Engine(store)
+        mine = ids[i::appliers]
+
+        def work() -> int:
+            events = 0
+            with store:
+                for event, data in LIFECYCLE:
+                    for order_id in mine:
+                        events += len(engine.apply(order_id, event, data))
+            return events
+
+        return work
+
+    return _parallel(appliers, prepare)
+
+
+def _pg_raw(url: str, count: int, appliers: int, body: str, document: str) -> float:
+    """Raw psycopg 3 making the engine's writes for one event in one transaction: BEGIN, the
+    order row's UPDATE, the outbox INSERT, the event-log INSERT ... RETURNING, COMMIT."""
+    import psycopg
+    from kci_engine.store.migrate import upgrade
+    from kci_engine.store.sql import create_db_engine
+
+    setup = create_db_engine(url)
+    upgrade(setup)
+    setup.dispose()
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    pg = {sql: sql.replace("?", "%s") for sql in (_RAW_INSERT_ORDER, _RAW_UPDATE, _RAW_INSERT_KCI)}
+    insert_event = _RAW_INSERT_EVENT.replace("?", "%s") + " RETURNING seq"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        start = conn.execute("SELECT count(*) FROM kci_order").fetchone()[0]  # type: ignore[index]
+        keys = [f"o{n}" for n in range(start, start + count * appliers)]
+        with conn.cursor() as cur:
+            cur.executemany(pg[_RAW_INSERT_ORDER], [_raw_order(key, document) for key in keys])
+    shares = [keys[i::appliers] for i in range(appliers)]
+
+    def prepare(i: int) -> Callable[[], int]:
+        conn = psycopg.connect(dsn, autocommit=True)
+
+        def work() -> int:
+            txns = 0
+            with conn, conn.cursor() as cur:
+                for round_ in range(len(LIFECYCLE)):
+                    for key in shares[i]:
+                        update, kci, event = _raw_event_rows(key, round_, body, document)
+                        cur.execute("BEGIN")
+                        cur.execute(pg[_RAW_UPDATE], update)
+                        cur.execute(pg[_RAW_INSERT_KCI], kci)
+                        cur.execute(insert_event, event)
+                        cur.fetchone()
+                        cur.execute("COMMIT")
+                        txns += 1
+            return txns
+
+        return work
+
+    return _parallel(appliers, prepare)
 
 
 def bench_rss(orders: int) -> dict[str, float]:
     """Peak RSS of a fresh process that accepts ``N`` orders on SQLite and applies an event to
-    each (in batches): memory must not grow with the number of stored orders."""
+    each (in batches): memory must not grow with the number of stored orders. And of one that
+    keeps them all in the memory store."""
     count = 100_000 if orders >= 10_000 else 5_000
     with tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp:
-        out = subprocess.run(
-            [sys.executable, __file__, "--rss-child", str(count), _sqlite_file(tmp, "rss.db")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    child = json.loads(out.strip().splitlines()[-1])
+        sql = _rss_run(count, _sqlite_file(tmp, "rss.db"))
+    memory = _rss_run(count, "memory")
     return {
-        f"rss_mb_{count // 1000}k_orders": child["rss_mb"],
-        f"rss_mb_{count // 1000}k_orders_at_1k": child["rss_mb_at_1k"],
+        f"rss_mb_{count // 1000}k_orders": sql["rss_mb"],
+        f"rss_mb_{count // 1000}k_orders_at_1k": sql["rss_mb_at_1k"],
+        f"rss_mb_{count // 1000}k_orders_memory_store": memory["rss_mb"],
     }
+
+
+def _rss_run(count: int, url: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(count), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return figures
 
 
 def _rss_child(count: int, url: str) -> None:
     from kci_engine.store.sql import SqlStore
 
-    engine = Engine(SqlStore(url))
+    engine = Engine() if url == "memory" else Engine(SqlStore(url))
     at_1k = 0.0
     for start in range(1, count + 1, 1000):
         with engine.store.batch():
@@ -436,7 +747,18 @@ BENCHES: dict[str, Callable[[int], dict[str, float]]] = {
     "apply_memory": bench_apply_memory,
     "durable": bench_durable,
     "batch": bench_batch,
+    "postgres": bench_postgres,
     "rss": bench_rss,
+}
+
+#: Ratios computed from the best figures of the same run: name -> (numerator, denominator).
+RATIOS: dict[str, tuple[str, str]] = {
+    "apply_memory_vs_floor": ("apply_memory_events_per_s", "memory_floor_events_per_s"),
+    "durable_vs_floor": ("apply_durable_events_per_s", "sqlite_floor_txn_per_s"),
+    "durable_vs_naive": ("apply_durable_events_per_s", "naive_durable_events_per_s"),
+    "batch_vs_raw_sqlite": ("batch_events_per_s", "raw_sqlite_batch_events_per_s"),
+    "postgres_vs_raw": ("postgres_events_per_s", "raw_postgres_events_per_s"),
+    "postgres2_vs_raw": ("postgres2_events_per_s", "raw_postgres2_events_per_s"),
 }
 
 
@@ -453,7 +775,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure (best kept)")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these")
     parser.add_argument("--rss-child", nargs=2, metavar=("N", "URL"), help=argparse.SUPPRESS)
@@ -473,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
                 better = min if key.startswith("rss") else max
                 best[key] = better(best.get(key, value), value)
         took = time.perf_counter() - began
+        for ratio, (numerator, denominator) in RATIOS.items():
+            if numerator in best and denominator in best:
+                best[ratio] = best[numerator] / best[denominator]
         figures = ", ".join(f"{k}={v:,.3f}" for k, v in best.items())
         print(f"{name} ({took:.1f} s): {figures}", file=sys.stderr)
         results.update({k: round(v, 3 if "_vs_" in k else 1) for k, v in best.items()})

@@ -284,7 +284,7 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
         status=_STATUS[order["status"]],
         issued_on=issued_on,
         body=body,
-        event=firing.event.value,
+        event=firing.event._value_,
     )
 
 

@@ -16,14 +16,16 @@ instead of failing to upgrade a read lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from ..core.codes import OrderStatus, OrderType, ReasonCode
 from ..core.events import EventData, EventEntry
 from ..core.records import Kci, OrderRecord, RequestRef
-from ..core.wire import format_datetime
+from ..core.wire import dump_json, format_datetime
 from ..errors import (
     ConcurrencyConflict,
     OrderExists,
@@ -119,11 +121,16 @@ class _Compiled:
             for bind, name in compiled.bind_names.items()
             if not bind.required
         }
+        # Positional parameters picked out of the values dict at C speed (a 1-tuple for one).
+        names = self.names or ()
+        self._pick: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*names) if len(names) > 1 else lambda values: (values[names[0]],)
+        )
 
     def params(self, values: dict[str, Any]) -> Any:
         if self.literals:
             values = {**self.literals, **values}
-        return values if self.names is None else tuple(values[name] for name in self.names)
+        return values if self.names is None else self._pick(values)
 
 
 class _Runner(ABC):
@@ -131,6 +138,9 @@ class _Runner(ABC):
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        #: Inside a batch: the records this transaction saved, with their document's JSON
+        #: (the rows are locked by the batch's transaction, so they are current).
+        self.kept: dict[str, tuple[OrderRecord, str]] = {}
 
     @abstractmethod
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
@@ -142,29 +152,116 @@ class _Runner(ABC):
 
 
 class _DirectRunner(_Runner):
-    """The hot path: compiled SQL on this thread's DBAPI connection, no ORM, no pool trips."""
+    """The hot path: compiled SQL on this thread's DBAPI connection, no ORM, no pool trips.
+    Its statements share one cursor (the transaction's, or one made on first use)."""
 
-    def __init__(self, store: SqlStore, dbapi: Any) -> None:
+    def __init__(self, store: SqlStore, dbapi: Any, cursor: Any = None) -> None:
         super().__init__(store)
         self.dbapi = dbapi
+        self.cursor = cursor
+
+    def _cursor(self) -> Any:
+        if self.cursor is None:
+            self.cursor = self.dbapi.cursor()
+        return self.cursor
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            with suppress(Exception):  # closing a cursor of a failed connection
+                self.cursor.close()
+            self.cursor = None
 
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
         compiled = self.store._compiled(statement)
-        cursor = self.dbapi.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.params(values))
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+        cursor = self._cursor()
+        cursor.execute(compiled.sql, compiled.params(values))
+        return int(cursor.rowcount)
 
     def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
         compiled = self.store._compiled(statement)
-        cursor = self.dbapi.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.params(values))
-            return [dict(zip(compiled.columns, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        cursor = self._cursor()
+        cursor.execute(compiled.sql, compiled.params(values))
+        return [dict(zip(compiled.columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+# --- PostgreSQL: an event's writes in one statement ------------------------------------------
+
+_SET = tuple(c.name for c in ORDERS.c if c.name not in ("order_id", "created_at_ms"))
+_KCI_COLUMNS = tuple(c.name for c in OUTBOX.c if c.name not in ("last_error", "delivered_at_ms"))
+_EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name != "seq")
+_IN_ONE: dict[int, str] = {}
+
+
+def _placeholders(table: sa.Table, columns: tuple[str, ...]) -> str:
+    """Typed placeholders (``%s::bigint``, ``%s::text``): a select list's parameters have no
+    column to take their type from. Strings are never cast to a bounded type, which would
+    truncate; the column's own type checks the length on insert."""
+    dialect = _postgresql_dialect()
+    casts = []
+    for name in columns:
+        kind: Any = table.c[name].type
+        if isinstance(kind, sa.types.TypeDecorator):  # sqlmodel's AutoString: a String
+            kind = kind.impl
+        if isinstance(kind, sa.Integer):
+            casts.append("%s::bigint")
+        elif isinstance(kind, sa.String):
+            casts.append("%s::text")
+        else:
+            casts.append(f"%s::{kind.compile(dialect=dialect)}")
+    return ", ".join(casts)
+
+
+@functools.cache
+def _postgresql_dialect() -> sa.Dialect:
+    from sqlalchemy.dialects import postgresql
+
+    dialect: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return dialect
+
+
+def _in_one_sql(kci_count: int) -> str:
+    """One PostgreSQL statement for an event: the order row's versioned UPDATE, and, only if it
+    matched, the KCI rows and the log entry (data-modifying CTEs run exactly once, all in the
+    statement's transaction). Its row count is 1 if the order was saved, 0 if the version
+    moved on (and then nothing was written)."""
+    found = _IN_ONE.get(kci_count)
+    if found is not None:
+        return found
+    sets = ", ".join(f"{name} = %s" for name in _SET)
+    parts = [
+        f"WITH saved AS (UPDATE {ORDERS.name} SET {sets} "
+        f"WHERE order_id = %s AND version = %s RETURNING 1)"
+    ]
+    kcis = ", ".join(_KCI_COLUMNS)
+    for n in range(kci_count):
+        parts.append(
+            f", kci_{n} AS (INSERT INTO {OUTBOX.name} ({kcis}) "
+            f"SELECT {_placeholders(OUTBOX, _KCI_COLUMNS)} FROM saved)"
+        )
+    parts.append(
+        f" INSERT INTO {EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) "
+        f"SELECT {_placeholders(EVENTS, _EVENT_COLUMNS)} FROM saved"
+    )
+    sql = _IN_ONE[kci_count] = "".join(parts)
+    return sql
+
+
+def _save_in_one(
+    runner: _DirectRunner,
+    row: dict[str, Any],
+    kcis: list[dict[str, Any]],
+    entry: EventEntry,
+) -> bool:
+    """Save an event on PostgreSQL in one statement; whether the order row matched."""
+    params: list[Any] = [row[name] for name in _SET]
+    params += (row["k_order_id"], row["k_version"])
+    for values in kcis:
+        params += [values[name] for name in _KCI_COLUMNS]
+    event = _event_row(entry)
+    params += [event[name] for name in _EVENT_COLUMNS]
+    cursor = runner._cursor()
+    cursor.execute(_in_one_sql(len(kcis)), params)
+    return int(cursor.rowcount) == 1
 
 
 class _SessionRunner(_Runner):
@@ -389,15 +486,30 @@ class SqlStore:
             with self._instrumented_transaction(write=False) as runner:
                 yield runner
             return
-        runner = _DirectRunner(self, self._dbapi())  # autocommit: each read is atomic
+        dbapi = self._dbapi()  # autocommit: each read is atomic
+        # On PostgreSQL the thread's reads share one cursor (a psycopg cursor holds nothing on
+        # the server between statements); a SQLite cursor is closed, lest a statement left
+        # unfinished keep its read snapshot open.
+        kept = self.dialect == "postgresql"
+        runner = _DirectRunner(self, dbapi, self._read_cursor(dbapi) if kept else None)
         try:
             yield runner
         except Exception as exc:
+            runner.close()
+            self._local.cursor = None
             error = translate(exc, self.database)
             if error is None:
                 raise
             self._discard()
             raise error from exc
+        if not kept:
+            runner.close()
+
+    def _read_cursor(self, dbapi: Any) -> Any:
+        cached = getattr(self._local, "cursor", None)
+        if cached is None or cached[0] is not dbapi:
+            cached = self._local.cursor = (dbapi, dbapi.cursor())
+        return cached[1]
 
     @contextmanager
     def writing(self, *, durable: bool = True) -> Iterator[_Runner]:
@@ -421,10 +533,10 @@ class SqlStore:
                 yield runner
             return
         dbapi = self._dbapi()
-        runner = _DirectRunner(self, dbapi)
         relaxed = not durable and self.dialect == "sqlite"
         try:
             cursor = dbapi.cursor()
+            runner = _DirectRunner(self, dbapi, cursor)
             try:
                 if relaxed:
                     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -456,6 +568,7 @@ class SqlStore:
         if dbapi is None:
             return
         self._local.dbapi = None
+        self._local.cursor = None
         with self._lock:
             if dbapi in self._connections:
                 self._connections.remove(dbapi)
@@ -468,39 +581,76 @@ class SqlStore:
 
     def create(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
         now = now_ms()
-        row = _order_row(record, now)
+        document = dump_json(record.document)
+        row = _order_row(record, now, document)
         row["version"] = 1
         row["created_at_ms"] = now
         try:
             with self.writing() as runner:
                 runner.run(_INSERT_ORDER, row)
-                self._append(runner, kcis, entry, now)
+                self._append(runner, kcis, entry, now, (record.document, document))
         except (self._integrity_error, IntegrityError):
             raise OrderExists(record.order_id) from None
         record.version = 1
+        batch = self._batch()
+        if batch is not None:
+            batch.kept[record.order_id] = (record.copy(), document)
 
     def load(self, order_id: str) -> OrderRecord:
+        batch = self._batch()
+        kept = None if batch is None else batch.kept.get(order_id)
+        if kept is not None:  # saved earlier in this batch: its row is locked and unchanged since
+            self._local.loaded = (kept[0].document, kept[1])
+            return kept[0].copy()
         with self.reading() as runner:
             rows = runner.rows(_LOAD, {"k_order_id": order_id})
         if not rows:
             raise OrderNotFound(order_id)
-        return _record(rows[0])
+        record = _record(rows[0])
+        self._local.loaded = (record.document, rows[0]["document"])
+        return record
+
+    def _batch(self) -> _Runner | None:
+        """The runner of this thread's open batch, if any (never for a joined view)."""
+        return None if self._session is not None else getattr(self._local, "batch", None)
+
+    def _document_json(self, document: dict[str, Any]) -> tuple[str, bool]:
+        """The JSON of ``document``, and whether it is this process's own encoding (the one KCI
+        bodies use): the text it was loaded with when the document is the one last loaded on
+        this thread (documents are replaced, never changed in place), else a new encoding."""
+        loaded = getattr(self._local, "loaded", None)
+        if loaded is not None and loaded[0] is document:
+            return loaded[1], False
+        return dump_json(document), True
 
     def save(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
         now = now_ms()
         loaded = record.version
-        row = _order_row(record, now)
+        document, ours = self._document_json(record.document)
+        row = _order_row(record, now, document)
         row["version"] = loaded + 1
         row["k_order_id"] = record.order_id
         row["k_version"] = loaded
+        batch = self._batch()
+        if batch is not None:
+            batch.kept.pop(record.order_id, None)  # until this save has succeeded
+        shared = (record.document, document) if ours else None
+        postgres = self.dialect == "postgresql"
         try:
-            with self.writing() as runner:
-                if runner.run(_UPDATE, row) != 1:
+            # On PostgreSQL the event is one statement (its own transaction, or the batch's):
+            # one round trip instead of BEGIN, UPDATE, INSERTs and COMMIT.
+            with self.reading() if postgres else self.writing() as runner:
+                if postgres and isinstance(runner, _DirectRunner):
+                    saved = _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
+                else:
+                    saved = runner.run(_UPDATE, row) == 1
+                    if saved:
+                        self._append(runner, kcis, entry, now, shared)
+                if not saved:
                     raise ConcurrencyConflict(
                         f"order {record.order_id} changed since it was read (version {loaded})",
                         order_id=record.order_id,
                     )
-                self._append(runner, kcis, entry, now)
         except (self._integrity_error, IntegrityError) as exc:
             raise ConcurrencyConflict(
                 f"order {record.order_id}: a concurrent writer stored the same KCI sequence "
@@ -508,39 +658,41 @@ class SqlStore:
                 order_id=record.order_id,
             ) from None
         record.version = loaded + 1
+        if batch is not None:
+            batch.kept[record.order_id] = (record, document)
 
-    def _append(self, runner: _Runner, kcis: Sequence[Kci], entry: EventEntry, now: int) -> None:
-        for kci in kcis:
-            runner.run(
-                _INSERT_KCI,
-                {
-                    "kci_id": kci.kci_id,
-                    "order_id": kci.order_id,
-                    "sequence_number": kci.sequence_number,
-                    "reason_code": str(kci.reason_code),
-                    "status": str(kci.status),
-                    "event": kci.event,
-                    "issued_on": kci.body["issuedOn"],
-                    "body": kci.json(),
-                    "delivery_state": DeliveryState.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at_ms": now,
-                    "created_at_ms": now,
-                },
-            )
-        runner.run(
-            _INSERT_EVENT,
+    def _kci_rows(
+        self, kcis: Sequence[Kci], now: int, shared: tuple[dict[str, Any], str] | None
+    ) -> list[dict[str, Any]]:
+        return [
             {
-                "order_id": entry.order_id,
-                "event_id": entry.event_id,
-                "event": entry.event,
-                "status_before": entry.status_before,
-                "status_after": entry.status_after,
-                "kci_ids": json.dumps(list(entry.kci_ids)),
-                "data": json.dumps(entry.data_json(), separators=(",", ":")),
-                "applied_at_ms": _ms(entry.applied_at),
-            },
-        )
+                "kci_id": kci.kci_id,
+                "order_id": kci.order_id,
+                "sequence_number": kci.sequence_number,
+                "reason_code": kci.reason_code._value_,
+                "status": kci.status._value_,
+                "event": kci.event,
+                "issued_on": kci.body["issuedOn"],
+                "body": _body_json(kci.body, shared),
+                "delivery_state": DeliveryState.PENDING,
+                "attempts": 0,
+                "next_attempt_at_ms": now,
+                "created_at_ms": now,
+            }
+            for kci in kcis
+        ]
+
+    def _append(
+        self,
+        runner: _Runner,
+        kcis: Sequence[Kci],
+        entry: EventEntry,
+        now: int,
+        shared: tuple[dict[str, Any], str] | None,
+    ) -> None:
+        for values in self._kci_rows(kcis, now, shared):
+            runner.run(_INSERT_KCI, values)
+        runner.run(_INSERT_EVENT, _event_row(entry))
 
     def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
         with self.reading() as runner:
@@ -637,21 +789,34 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _order_row(record: OrderRecord, now: int) -> dict[str, Any]:
-    return {
-        "order_id": record.order_id,
-        "order_type": record.order_type.value,
-        "status": str(record.status),
-        "return_stack": json.dumps([str(s) for s in record.return_stack]),
-        "requests": json.dumps(
+#: ``requests`` of an order with no open amendment or cancellation (most orders, most events).
+_NO_REQUESTS = json.dumps({"amendments": [], "cancellation": None})
+_ORDER_TYPES = {order_type.value: order_type for order_type in OrderType}
+
+
+def _order_row(record: OrderRecord, now: int, document: str) -> dict[str, Any]:
+    """The order's row; ``document`` is its document's JSON."""
+    requests = (
+        _NO_REQUESTS
+        if not record.amendments and record.cancellation is None
+        else json.dumps(
             {
                 "amendments": [ref.to_json() for ref in record.amendments],
                 "cancellation": None
                 if record.cancellation is None
                 else record.cancellation.to_json(),
             }
-        ),
-        "document": json.dumps(record.document, separators=(",", ":"), ensure_ascii=False),
+        )
+    )
+    return {
+        "order_id": record.order_id,
+        "order_type": record.order_type._value_,
+        "status": str(record.status),
+        "return_stack": json.dumps([str(s) for s in record.return_stack])
+        if record.return_stack
+        else "[]",
+        "requests": requests,
+        "document": document,
         "next_sequence": record.next_sequence,
         "last_issued_on": None
         if record.last_issued_on is None
@@ -662,16 +827,50 @@ def _order_row(record: OrderRecord, now: int) -> dict[str, Any]:
     }
 
 
+def _event_row(entry: EventEntry) -> dict[str, Any]:
+    data = entry.data
+    return {
+        "order_id": entry.order_id,
+        "event_id": entry.event_id,
+        "event": entry.event,
+        "status_before": entry.status_before,
+        "status_after": entry.status_after,
+        "kci_ids": json.dumps(list(entry.kci_ids)) if entry.kci_ids else "[]",
+        "data": data.model_dump_json(exclude_unset=True) if data.model_fields_set else "{}",
+        "applied_at_ms": _ms(entry.applied_at),
+    }
+
+
+@functools.cache
+def _key_json(key: str) -> str:
+    return json.dumps(key, ensure_ascii=False)
+
+
+def _body_json(body: dict[str, Any], shared: tuple[dict[str, Any], str] | None) -> str:
+    """``dump_json(body)``, reusing the JSON of the order document when the body carries it
+    as its last field (it does unless it answers a request): the same text, the document
+    encoded once instead of twice."""
+    if shared is not None:
+        document, text = shared
+        *head, last = body
+        if body[last] is document and head:
+            prefix = dump_json({key: body[key] for key in head})
+            return f"{prefix[:-1]},{_key_json(last)}:{text}}}"
+    return dump_json(body)
+
+
 def _record(row: Any) -> OrderRecord:
-    requests = json.loads(row["requests"])
+    text = row["requests"]
+    requests = {} if text == _NO_REQUESTS else json.loads(text)
     cancellation = requests.get("cancellation")
     last = row["last_issued_on"]
+    stack = row["return_stack"]
     return OrderRecord(
         order_id=row["order_id"],
-        order_type=OrderType(row["order_type"]),
+        order_type=_ORDER_TYPES[row["order_type"]],
         status=row["status"],
         document=json.loads(row["document"]),
-        return_stack=json.loads(row["return_stack"]),
+        return_stack=[] if stack == "[]" else json.loads(stack),
         amendments=[RequestRef.from_json(ref) for ref in requests.get("amendments", [])],
         cancellation=None if cancellation is None else RequestRef.from_json(cancellation),
         next_sequence=row["next_sequence"],
