@@ -20,17 +20,24 @@ from ._common import db_option, echo, open_store
 )
 @db_option(required=False)
 @click.option("--concurrency", type=int, help="Orders delivered at once (KCI_CONCURRENCY).")
+@click.option(
+    "--worker-id",
+    help="This dispatcher's stable name (KCI_WORKER_ID): restarted, it takes its leases back "
+    "at once. Never give two running dispatchers the same one.",
+)
 @click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
 def dispatch(
     config_file: Path | None,
     db_url: str | None,
     concurrency: int | None,
+    worker_id: str | None,
     once: bool,
     verbose: bool,
 ) -> None:
-    """Deliver the outbox to the gateway: a long-lived worker (stop with SIGTERM or Ctrl-C;
-    requests in flight finish). Several workers may share one PostgreSQL database."""
+    """Deliver the outbox to the gateway: a long-lived worker. SIGTERM or Ctrl-C stops it within
+    a bounded time (requests in flight get a few seconds, then are abandoned and sent again
+    later). Several workers may share one PostgreSQL database."""
     from ..delivery.client import GatewayClient
     from ..delivery.dispatcher import Dispatcher
     from ..delivery.policy import RetryPolicy
@@ -38,7 +45,9 @@ def dispatch(
 
     if verbose:
         logging.getLogger("kci_engine").setLevel(logging.DEBUG)
-    settings = load_settings(config_file, engine_db=db_url, concurrency=concurrency)
+    settings = load_settings(
+        config_file, engine_db=db_url, concurrency=concurrency, worker_id=worker_id
+    )
     client = GatewayClient(
         settings.gateway_url,
         settings.client_id,
@@ -56,6 +65,8 @@ def dispatch(
             policy=policy,
             concurrency=settings.concurrency,
             poll_s=settings.poll_s,
+            lease_s=settings.lease_s,
+            worker_id=settings.worker_id,
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dispatcher.stop())

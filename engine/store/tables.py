@@ -97,13 +97,18 @@ class EventRow(KciTable, table=True):
 class DeliveryLeaseRow(KciTable, table=True):
     """Which dispatcher delivers an order's KCIs, until when. A lease that ran out may be taken
     over, so a dispatcher that died holds nothing for long; only the holder sends an order's
-    KCIs, which keeps them in sequence across several dispatcher processes."""
+    KCIs, which keeps them in sequence across several dispatcher processes.
+
+    ``token`` is the fencing token: every claim bumps it, and a holder's marks and renewals only
+    count while the token is still the one it claimed with, so a dispatcher that was paused past
+    its lease cannot act for an order someone else has taken over since."""
 
     __tablename__ = "kci_delivery_lease"
 
     order_id: str = Field(foreign_key="kci_order.order_id", primary_key=True, max_length=200)
     owner: str | None = Field(default=None, max_length=200)
     until_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    token: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 METADATA = KciTable.metadata
