@@ -410,3 +410,51 @@ def test_leases_are_fenced_and_a_restarted_worker_takes_its_own_back(sqlite_url:
     assert outbox.release_all("worker-b") == 1
     assert [h.order_id for h in outbox.due_heads(10)] == [order]
     store.close()
+
+
+# --- metrics and health --------------------------------------------------------------------------
+
+
+def test_metrics_and_health_are_served(sqlite_url: str) -> None:
+    import httpx
+    from kci_engine.delivery.metrics import DeliveryMetrics, serve
+
+    store, ids = _orders(sqlite_url, 3)
+    metrics = DeliveryMetrics()
+    with Gateway() as gateway:
+        dispatcher = _dispatcher(store, gateway.base_url, metrics=metrics)
+        server = serve(metrics, dispatcher, "127.0.0.1", 0)
+        root = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            _run_until(dispatcher, lambda: all(gateway.received[i] == [1, 2] for i in ids))
+            text = httpx.get(root + "/metrics").text
+            healthy = httpx.get(root + "/healthz")
+
+            async def refuse(request: web.Request) -> web.StreamResponse:
+                return web.json_response(
+                    {"uuid": "u", "code": "FORBIDDEN", "messages": ["no"]}, status=403
+                )
+
+            gateway.kcis = refuse
+            more, _ = _orders(sqlite_url, 1, start=50)
+            more.close()
+            _run_until(
+                dispatcher,
+                lambda: (
+                    dispatcher.gateway is not None and dispatcher.gateway.token_state == "refused"
+                ),
+            )
+            degraded = httpx.get(root + "/healthz")
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert 'kci_sends_total{outcome="DELIVERED",status="204"} 6.0' in text
+    assert "kci_commit_to_delivered_seconds_count 6.0" in text
+    assert 'kci_backlog{state="PENDING"} 6.0' in text  # read when the run began
+    assert "kci_oldest_undelivered_age_seconds" in text
+    assert all(line.startswith(("kci_", "#")) for line in text.splitlines() if line.strip())
+    assert healthy.status_code == 200
+    assert healthy.json()["status"] == "ok"
+    assert degraded.status_code == 503
+    assert degraded.json()["token"] == "refused"
+    store.close()

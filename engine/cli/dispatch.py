@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigurationError
 from ._common import db_option, echo, open_store
 
 
@@ -25,6 +26,17 @@ from ._common import db_option, echo, open_store
     help="This dispatcher's stable name (KCI_WORKER_ID): restarted, it takes its leases back "
     "at once. Never give two running dispatchers the same one.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus /metrics and /healthz on this port (needs kci-engine[dispatch]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address /metrics and /healthz listen on (0.0.0.0 for every interface).",
+)
 @click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
 def dispatch(
@@ -32,6 +44,8 @@ def dispatch(
     db_url: str | None,
     concurrency: int | None,
     worker_id: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
     once: bool,
     verbose: bool,
 ) -> None:
@@ -58,6 +72,15 @@ def dispatch(
         verify_tls=settings.verify_tls,
     )
     policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_horizon_s)
+    metrics = None
+    if metrics_port is not None:
+        try:
+            from ..delivery.metrics import DeliveryMetrics
+        except ImportError:
+            raise ConfigurationError(
+                "--metrics-port needs prometheus-client: pip install 'kci-engine[dispatch]'"
+            ) from None
+        metrics = DeliveryMetrics()
     with open_store(settings.engine_db) as store:
         dispatcher = Dispatcher(
             store,
@@ -67,7 +90,18 @@ def dispatch(
             poll_s=settings.poll_s,
             lease_s=settings.lease_s,
             worker_id=settings.worker_id,
+            metrics=metrics,
         )
+        server = None
+        if metrics is not None and metrics_port is not None:
+            from ..delivery.metrics import serve
+
+            try:
+                server = serve(metrics, dispatcher, metrics_host, metrics_port)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
+                ) from None
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dispatcher.stop())
         echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
@@ -75,6 +109,9 @@ def dispatch(
             stats = dispatcher.run(idle_exit=once)
         finally:
             client.close()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
     echo(
         f"delivered {stats.delivered}, retried {stats.retried}, dead-lettered {stats.dead}",
         err=True,

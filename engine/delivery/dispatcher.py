@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError, CredentialsRejected, EngineError, StoreBusy, StoreError
 from ..store.outbox import Head, Mark, Marked, Outbox
@@ -55,6 +55,9 @@ from ..store.sql import SqlStore, now_ms
 from .aio import AsyncGateway
 from .client import GatewayClient, Outcome
 from .policy import RetryPolicy
+
+if TYPE_CHECKING:
+    from .metrics import DeliveryMetrics
 
 log = logging.getLogger("kci_engine.delivery")
 
@@ -163,6 +166,8 @@ class Dispatcher:
             dispatchers under one id. Default: host, pid and a random part.
         stop_grace_s: after :meth:`stop`, how long requests in flight may still finish before
             they are abandoned (an abandoned KCI stays pending and is sent again later).
+        metrics: where to count sends, dead letters, latency, the backlog (needs
+            ``prometheus-client``: :mod:`kci_engine.delivery.metrics`).
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class Dispatcher:
         lease_s: float = 30.0,
         worker_id: str | None = None,
         stop_grace_s: float = 5.0,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         if not 1 <= concurrency <= 4096:
             raise ConfigurationError(f"concurrency must be 1 to 4096: {concurrency}")
@@ -191,6 +197,9 @@ class Dispatcher:
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.stop_grace_s = stop_grace_s
+        self.metrics = metrics
+        self._counted_at = 0.0
+        self._refreshes_counted = 0
         self.me = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = DispatchStats()
         self.error: EngineError | None = None
@@ -293,6 +302,7 @@ class Dispatcher:
         assert self._wake is not None
         self._wake.clear()
         await self._verify()
+        await self._count_outbox()
         free = self.concurrency - len(tasks)
         started = found = 0
         if free > 0:
@@ -338,10 +348,15 @@ class Dispatcher:
                 if time.monotonic() + deadline + 1.0 > held_until:
                     asked = time.monotonic()
                     if not (await self._mark(Mark("renew", kci.order_id, token))).held:
+                        if self.metrics is not None:
+                            self.metrics.leases_lost.inc()
                         released = True  # someone else holds it now: not ours to release
                         return
                     held_until = asked + self.lease_s
                 self.in_flight += 1
+                metrics = self.metrics
+                if metrics is not None:
+                    metrics.in_flight.inc()
                 try:
                     attempt = await self.gateway.send(kci.body.encode(), kci.conversation_id)
                 except CredentialsRejected as exc:
@@ -352,7 +367,11 @@ class Dispatcher:
                     return
                 finally:
                     self.in_flight -= 1
+                    if metrics is not None:
+                        metrics.in_flight.dec()
                 self.stats.attempts += 1
+                if metrics is not None:
+                    metrics.sends.labels(attempt.outcome.value, str(attempt.status_code)).inc()
                 if attempt.outcome is Outcome.DELIVERED:
                     asked = time.monotonic()
                     renew = held_until - asked < self.lease_s / 2
@@ -367,9 +386,14 @@ class Dispatcher:
                     )
                     marked = await self._mark(mark)
                     self.stats.delivered += 1
-                    self.stats.latencies_ms.append(now_ms() - kci.created_at_ms)
+                    waited_ms = now_ms() - kci.created_at_ms
+                    self.stats.latencies_ms.append(waited_ms)
+                    if metrics is not None:
+                        metrics.latency.observe(waited_ms / 1000)
                     queue.popleft()
                     if not marked.held:
+                        if metrics is not None:
+                            metrics.leases_lost.inc()
                         released = True
                         return
                     if renew:
@@ -381,7 +405,7 @@ class Dispatcher:
                     mark = Mark(
                         "dead", kci.order_id, token, kci.kci_id, kci.sequence_number, error=error
                     )
-                    self.stats.dead += 1
+                    self._count_dead()
                     log.warning(
                         "dead-lettered %s #%d: %s", kci.order_id, kci.sequence_number, error
                     )
@@ -414,12 +438,52 @@ class Dispatcher:
             kci.attempts + 1, kci.created_at_ms, now_ms(), retry_after_s
         )
         if next_at is None:
-            self.stats.dead += 1
+            self._count_dead()
             why = f"gave up after the retry horizon: {error}"
             log.warning("dead-lettered %s #%d: %s", kci.order_id, kci.sequence_number, why)
             return Mark("dead", kci.order_id, token, kci.kci_id, kci.sequence_number, error=why)
         self.stats.retried += 1
         return Mark("retry", kci.order_id, token, kci.kci_id, kci.sequence_number, next_at, error)
+
+    def _count_dead(self) -> None:
+        self.stats.dead += 1
+        if self.metrics is not None:
+            self.metrics.dead_letters.inc()
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` answers: ``status`` is ``ok`` while the dispatcher can deliver."""
+        token = self.gateway.token_state if self.gateway is not None else "ok"
+        if self.error is not None:
+            status = "stopped"
+        elif self._stopping.is_set():
+            status = "stopping"
+        elif token != "ok" or self._store_down is not None:
+            status = "degraded"
+        else:
+            status = "ok"
+        if self.metrics is not None:
+            self.metrics.healthy.set(1 if status == "ok" else 0)
+        return {
+            "status": status,
+            "worker_id": self.me,
+            "token": token,
+            "database": "ok" if self._store_down is None else self._store_down,
+            "in_flight": self.in_flight,
+            "delivered": self.stats.delivered,
+        }
+
+    async def _count_outbox(self) -> None:
+        """Refresh the backlog gauges every 5 s (a count over the outbox; only with metrics)."""
+        metrics = self.metrics
+        if metrics is None or time.monotonic() - self._counted_at < 5.0:
+            return
+        self._counted_at = time.monotonic()
+        metrics.outbox(await self._store(self.outbox.store.outbox_status))
+        if self.gateway is not None:
+            refreshes = self.gateway.token_refreshes
+            metrics.token_refreshes.inc(refreshes - self._refreshes_counted)
+            self._refreshes_counted = refreshes
+        self.health()
 
     async def _release(self, order_id: str, token: int) -> None:
         with suppress(asyncio.CancelledError, StoreError, StoreBusy):  # else it runs out
