@@ -458,3 +458,51 @@ def test_metrics_and_health_are_served(sqlite_url: str) -> None:
     assert degraded.status_code == 503
     assert degraded.json()["token"] == "refused"
     store.close()
+
+
+def test_dispatch_can_log_json_lines(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kci.db'}"
+    store, _ids = _orders(url, 1)
+    store.close()
+    with Gateway() as gateway:
+
+        async def refuse(request: web.Request) -> web.StreamResponse:
+            return web.json_response(
+                {"uuid": "u", "code": "INVALID_REQUEST", "messages": ["bad\x1b[31m"]}, status=422
+            )
+
+        gateway.kcis = refuse
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KCI_")},
+            "KCI_ENGINE_DB": url,
+            "KCI_GATEWAY_URL": gateway.base_url,
+            "KCI_CLIENT_ID": "client-1",
+            "KCI_CLIENT_SECRET": SECRET,
+        }
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kci_engine.cli",
+                "dispatch",
+                "--once",
+                "--log-format",
+                "json",
+                "--worker-id",
+                "pod-7",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    dead = [line for line in lines if line["message"].startswith("dead-lettered")]
+    assert len(dead) == 1
+    assert dead[0]["level"] == "WARNING"
+    assert dead[0]["worker"] == "pod-7"
+    assert dead[0]["logger"] == "kci_engine.delivery"
+    assert "\x1b" not in done.stderr  # escaped by JSON

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from ..errors import ConfigurationError
 from ._common import db_option, echo, open_store
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one JSON object: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, ``worker``; control characters escaped by JSON itself."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        line = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "worker": self.worker,
+        }
+        return json.dumps(line, ensure_ascii=False)
 
 
 @click.command()
@@ -37,6 +59,13 @@ from ._common import db_option, echo, open_store
     show_default=True,
     help="The address /metrics and /healthz listen on (0.0.0.0 for every interface).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a log line (time, level, logger, message, worker), for shippers.",
+)
 @click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
 def dispatch(
@@ -46,6 +75,7 @@ def dispatch(
     worker_id: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    log_format: str,
     once: bool,
     verbose: bool,
 ) -> None:
@@ -102,6 +132,10 @@ def dispatch(
                 raise ConfigurationError(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
                 ) from None
+        if log_format == "json":
+            formatter = JsonLines(dispatcher.me)
+            for handler in logging.getLogger("kci_engine").handlers:
+                handler.setFormatter(formatter)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dispatcher.stop())
         echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
