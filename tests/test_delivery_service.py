@@ -506,3 +506,64 @@ def test_dispatch_can_log_json_lines(tmp_path: Path) -> None:
     assert dead[0]["worker"] == "pod-7"
     assert dead[0]["logger"] == "kci_engine.delivery"
     assert "\x1b" not in done.stderr  # escaped by JSON
+
+
+# --- repair --------------------------------------------------------------------------------------
+
+
+def test_a_refused_kci_is_repaired_and_sent_again_with_the_same_sequence_number(
+    sqlite_url: str,
+) -> None:
+    """A DELAY KCI without its problemCode (corrupted in the outbox) is refused 422 by the
+    sandbox; `outbox repair` adds it back, validated by the contract, and the order's KCIs go out
+    in sequence; the refused body and the answer stay in kci_repair."""
+    import sqlalchemy as sa
+    from kci_engine.store.tables import OUTBOX, REPAIRS
+    from kci_engine.tooling.sandbox import SandboxConfig, running_sandbox
+
+    store = SqlStore(sqlite_url)
+    engine = Engine(store)
+    order_id = engine.accept_order("provide", provide_order(1))
+    engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
+    engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+    engine.apply(order_id, Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE"})
+    engine.apply(order_id, Event.RESUME)
+    broken = store.kcis(order_id)[2]
+    body = dict(broken.body)
+    body.pop("problemCode")
+    with store.db.begin() as conn:
+        conn.execute(
+            OUTBOX.update().where(OUTBOX.c.kci_id == broken.kci_id).values(body=json.dumps(body))
+        )
+    with running_sandbox(SandboxConfig()) as gateway:
+
+        def deliver() -> None:
+            client = GatewayClient(gateway.base_url, "sandbox-client", "sandbox-secret")
+            Dispatcher(store, client, concurrency=2, poll_s=0.01).run(idle_exit=True)
+
+        deliver()
+        assert [b["sequenceNumber"] for b in gateway.state.timeline(order_id)] == [1, 2]
+        runner = CliRunner()
+
+        def repair(patch: str) -> str:
+            args = ["outbox", "repair", order_id, "--patch", patch, "--db", sqlite_url]
+            return runner.invoke(main, [*args, "--by", "ops"]).output
+
+        assert "unchanged" in repair("{}")
+        assert "keeps the KCI's sequenceNumber" in repair('{"sequenceNumber": 9}')
+        assert "breaks the contract" in repair('{"problemCode": "NOT_A_CODE"}')
+        said = repair('{"problemCode": "WAYLEAVE_ISSUE"}')
+        assert f"repaired KCI {broken.kci_id} (#3)" in said, said
+        deliver()
+        sent = gateway.state.timeline(order_id)
+    assert [b["sequenceNumber"] for b in sent] == [1, 2, 3, 4]
+    assert sent[2]["id"] == broken.kci_id
+    assert sent[2]["problemCode"] == "WAYLEAVE_ISSUE"
+    with store.db.connect() as conn:
+        [audit] = conn.execute(sa.select(REPAIRS)).all()
+    assert json.loads(audit.refused_body) == body
+    assert "INVALID_REQUEST" in (audit.gateway_answer or "")
+    assert json.loads(audit.corrected_body)["problemCode"] == "WAYLEAVE_ISSUE"
+    assert audit.repaired_by == "ops"
+    assert Outbox(store).dead_letters() == []
+    store.close()

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..core.wire import dump_json
+from ..errors import DeliveryError
 from .sql import SqlStore, Statement, now_ms
-from .tables import LEASES, ORDERS, OUTBOX, DeliveryState
+from .tables import LEASES, ORDERS, OUTBOX, REPAIRS, DeliveryState
 
 _B = sa.bindparam
 _NAMESPACE = uuid.UUID("6b636900-0000-4000-8000-6b6369656e67")  # fixed: conversation ids
@@ -84,6 +86,29 @@ class Marked:
 
     held: bool
     following: list[Head] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """A dead KCI corrected and queued again."""
+
+    order_id: str
+    kci_id: str
+    sequence_number: int
+    body: str
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` with the JSON merge patch ``patch`` applied (RFC 7386)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +272,32 @@ _DEAD_COUNT = (
     .where(OUTBOX.c.order_id == _B("k_order_id"))
     .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
 )
+_FIRST_DEAD = (
+    sa.select(OUTBOX.c.kci_id, OUTBOX.c.sequence_number, OUTBOX.c.body, OUTBOX.c.last_error)
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
+    .order_by(OUTBOX.c.sequence_number)
+    .limit(1)
+)
+_REPAIRED = (
+    OUTBOX.update()
+    .where(OUTBOX.c.kci_id == _B("k_kci_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
+    .values(
+        body=_B("k_body"),
+        delivery_state=DeliveryState.PENDING,
+        next_attempt_at_ms=_B("k_now"),
+        last_error=None,
+    )
+)
+_UNPARK = (
+    OUTBOX.update()
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
+    .where(OUTBOX.c.next_attempt_at_ms > _B("k_now"))
+    .values(next_attempt_at_ms=_B("k_now"))
+)
+_AUDIT = REPAIRS.insert().values({c.name: _B(c.name) for c in REPAIRS.c if c.name != "seq"})
 _NOTE = OUTBOX.update().where(OUTBOX.c.kci_id == _B("k_kci_id")).values(last_error=_B("k_error"))
 
 
@@ -365,6 +416,86 @@ class Outbox:
         runner.run(_PUSH_FOLLOWERS, values)
 
     # --- operators -----------------------------------------------------------------------------
+
+    def repair(
+        self,
+        order_id: str,
+        patch: Mapping[str, Any],
+        *,
+        validate: Callable[[dict[str, Any]], object],
+        by: str | None = None,
+    ) -> Repaired:
+        """Correct the order's first dead KCI and queue it again, ahead of the KCIs behind it.
+
+        The gateway's docs say a KCI it refused (400/422) must not be sent again unchanged: fix
+        it and send it with the same sequence number. ``patch`` is a JSON merge patch (RFC 7386)
+        of the refused body (``{"problemCode": "WAYLEAVE_ISSUE"}``; ``null`` removes a field);
+        the corrected body must pass ``validate`` (the contract's one-body rules:
+        :func:`kci_engine.orders.parse_kci`) and keeps the KCI's ``id`` and ``sequenceNumber``
+        (the refused body was never accepted, so the id is free; decisions S14). The
+        refused body and the gateway's answer go to the audit history (``kci_repair``).
+
+        Raises:
+            OrderNotFound: no such order.
+            DeliveryError: the order has no dead KCI, the patch changes nothing, changes the
+                id or sequence number, or the corrected body breaks the contract.
+        """
+        with self.store.connection() as conn:
+            SqlStore._require(conn, order_id)
+        with self.store.reading() as runner:
+            found = runner.rows(_FIRST_DEAD, {"k_order_id": order_id})
+        if not found:
+            raise DeliveryError(f"order {order_id} has no dead KCI to repair", order_id=order_id)
+        dead = found[0]
+        refused = json.loads(dead["body"])
+        corrected = merge_patch(refused, patch)
+        if not isinstance(corrected, dict) or corrected == refused:
+            raise DeliveryError(
+                f"order {order_id}: the patch leaves KCI #{dead['sequence_number']} as the "
+                "gateway refused it; the gateway must not be sent it unchanged",
+                order_id=order_id,
+            )
+        for field_name in ("id", "sequenceNumber"):
+            if corrected.get(field_name) != refused.get(field_name):
+                raise DeliveryError(
+                    f"order {order_id}: a repair keeps the KCI's {field_name} "
+                    f"({refused.get(field_name)!r})",
+                    order_id=order_id,
+                )
+        try:
+            validate(corrected)
+        except ValueError as exc:
+            first = " ".join(str(exc).split())[:500]
+            raise DeliveryError(
+                f"order {order_id}: the corrected KCI breaks the contract: {first}",
+                order_id=order_id,
+            ) from None
+        body = dump_json(corrected)
+        now = now_ms()
+        with self.store.writing() as runner:
+            changed = runner.run(
+                _REPAIRED, {"k_kci_id": dead["kci_id"], "k_body": body, "k_now": now}
+            )
+            if changed != 1:
+                raise DeliveryError(
+                    f"order {order_id}: KCI {dead['kci_id']} changed meanwhile; look again",
+                    order_id=order_id,
+                )
+            runner.run(
+                _AUDIT,
+                {
+                    "order_id": order_id,
+                    "kci_id": dead["kci_id"],
+                    "sequence_number": dead["sequence_number"],
+                    "refused_body": dead["body"],
+                    "gateway_answer": dead["last_error"],
+                    "corrected_body": body,
+                    "repaired_by": by,
+                    "repaired_at_ms": now,
+                },
+            )
+            runner.run(_UNPARK, {"k_order_id": order_id, "k_now": now})
+        return Repaired(order_id, dead["kci_id"], dead["sequence_number"], body)
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead KCI, with the number of KCIs of its order waiting behind it."""
