@@ -19,7 +19,8 @@ Users catch these, never ``transitions.MachineError``, ``pydantic.ValidationErro
     ├── ConfigurationError           a setting is missing or malformed
     ├── ChartError                   an order-type chart is malformed (found when it is defined)
     ├── DeliveryError                delivery to the gateway cannot go on
-    │   └── CredentialsRejected      the gateway refused the client credentials or the token
+    │   ├── CredentialsRejected      the gateway refused the client credentials or the token
+    │   └── GatewayUnavailable       no usable answer now (no token, no answer in time): retried
     ├── ScenarioError                a scenario file is malformed (FILE:LINE: field: message)
     ├── ScenarioFailed               a scenario's replay differed from what its file says
     └── GenerationError              the scenario generator cannot reach or break part of a chart
@@ -207,6 +208,11 @@ class DeliveryError(EngineError):
 
 class CredentialsRejected(DeliveryError):
     """The gateway refused the client credentials or the token: fix the configuration."""
+
+
+class GatewayUnavailable(DeliveryError):
+    """No usable answer from the gateway or its token endpoint now (refused connection, no
+    complete answer within the total timeout, no token): the dispatcher tries the KCI again."""
 
 
 class Problem(NamedTuple):

@@ -135,21 +135,49 @@ def test_past_the_horizon_a_kci_is_dead_lettered(sqlite_url: str) -> None:
     assert dead.last_error.startswith("gave up after the retry horizon")
 
 
-def test_refused_credentials_stop_delivery_and_lose_nothing(sqlite_url: str) -> None:
+def test_a_refused_token_is_retried_and_delivery_goes_on(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """401 after a fresh token (or 403) does not stop the dispatcher: the KCI waits with
+    backoff, the state is said loudly once, and delivery resumes when the gateway relents."""
     store, ids = _setup(sqlite_url, 2)
-    gateway = Gateway(
-        lambda body: httpx.Response(
-            401, json={"uuid": "u", "code": "NOT_AUTHORISED", "messages": ["bad"]}
-        )
-    )
-    with pytest.raises(CredentialsRejected):
-        _dispatcher(store, gateway).run(idle_exit=True)
-    status = store.outbox_status()["counts"]
-    assert status == {"PENDING": 6, "DELIVERED": 0, "DEAD": 0}
+    refusals = iter(range(6))
+
+    def answer(body: dict[str, object]) -> httpx.Response:
+        if next(refusals, None) is not None:
+            return httpx.Response(
+                401, json={"uuid": "u", "code": "NOT_AUTHORISED", "messages": ["bad"]}
+            )
+        return httpx.Response(204)
+
+    gateway = Gateway(answer)
+    stats = _dispatcher(store, gateway).run(idle_exit=True)
+    assert stats.delivered == 6
+    assert stats.stopped_by is None
+    assert dict(gateway.received.items()) == {i: [1, 2, 3] for i in ids}
+    refused = [r for r in caplog.records if "refuses this client's token" in r.getMessage()]
+    assert len(refused) == 1
+
+
+def test_credentials_the_token_endpoint_refuses_stop_delivery_and_lose_nothing(
+    sqlite_url: str,
+) -> None:
+    store, ids = _setup(sqlite_url, 2)
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("access-token"):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        return httpx.Response(204)
+
+    client = GatewayClient("https://gw.example/v1", "c", "s", transport=httpx.MockTransport(route))
+    dispatcher = Dispatcher(store, client, concurrency=4, poll_s=0.01)
+    with pytest.raises(CredentialsRejected, match="invalid_client"):
+        dispatcher.run(idle_exit=True)
+    assert store.outbox_status()["counts"] == {"PENDING": 6, "DELIVERED": 0, "DEAD": 0}
     assert all(e.attempts == 0 for i in ids for e in store.outbox(i))
     noted = [e.last_error for i in ids for e in store.outbox(i) if e.last_error]
     assert noted
-    assert "NOT_AUTHORISED" in noted[0]
+    assert "invalid_client" in noted[0]
 
 
 def test_a_lease_held_by_another_dispatcher_is_respected(sqlite_url: str) -> None:

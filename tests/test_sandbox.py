@@ -734,3 +734,86 @@ def test_command_in_process_stops_cleanly_on_sigterm(played: list[Played]) -> No
     assert result.exit_code == 0, result.output
     assert f"sandbox gateway: {base}" in result.output
     assert "stopped" in result.output
+
+
+# --- a real gateway's pace, and restarts ---------------------------------------------------------
+
+
+def _two_kci_bodies() -> list[str]:
+    from kci_engine import Engine, Event
+    from kci_engine.tooling.testing import COMMIT_DATES, provide_order
+
+    engine = Engine()
+    order_id = engine.accept_order("provide", provide_order(7))
+    first = engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S"}})
+    second = engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+    return [kci.json() for kci in (*first, *second)]
+
+
+def test_a_restarted_sandbox_remembers_what_it_accepted(tmp_path: Path) -> None:
+    """The record file is read back: after a restart the order's next KCI is accepted (not a
+    422 "leaves a gap") and the first one sent again is a redelivery."""
+    from kci_engine.delivery.client import GatewayClient
+
+    record = tmp_path / "received.jsonl"
+    one, two = _two_kci_bodies()
+    with running_sandbox(SandboxConfig(record=record)) as gateway:
+        client = GatewayClient(gateway.base_url, "sandbox-client", "sandbox-secret")
+        assert client.send(one, "c").outcome.value == "DELIVERED"
+        client.close()
+    with running_sandbox(SandboxConfig(record=record)) as gateway:
+        client = GatewayClient(gateway.base_url, "sandbox-client", "sandbox-secret")
+        assert client.send(two, "c").outcome.value == "DELIVERED"
+        assert client.send(one, "c").outcome.value == "DELIVERED"
+        client.close()
+        [key] = gateway.state.orders()
+        assert [b["sequenceNumber"] for b in gateway.state.timeline(key)] == [1, 2]
+        assert gateway.state.stats()["redelivered"] == 1
+        assert gateway.state.stats()["violations"] == 0
+    assert len(record.read_text().splitlines()) == 2
+
+
+def test_record_lines_that_are_not_kci_bodies_are_not_taken_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = tmp_path / "received.jsonl"
+    record.write_text('{"not": "a kci"}\n')
+    with running_sandbox(SandboxConfig(record=record)) as gateway:
+        assert gateway.state.orders() == {}
+    assert "received.jsonl: 1 line(s) are not KCI bodies" in caplog.text
+
+
+def test_the_sandbox_answers_at_the_pace_it_is_given() -> None:
+    one, _ = _two_kci_bodies()
+    paced = SandboxConfig(latency_ms=300, jitter_ms=50)
+    with running_sandbox(paced) as gateway, httpx.Client() as http:
+        token = http.post(
+            gateway.token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "sandbox-client",
+                "client_secret": "sandbox-secret",
+            },
+        ).json()["access_token"]
+        began = time.monotonic()
+        answer = http.post(
+            gateway.kcis_url,
+            content=one,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "X-Request-ID": str(uuid.uuid4()),
+                "X-Conversation-ID": str(uuid.uuid4()),
+            },
+        )
+        took = time.monotonic() - began
+    assert answer.status_code == 204
+    assert took >= 0.25  # 300 ms give or take 50: the pace is applied, not a speed target
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("latency_ms", -1), ("jitter_ms", float("nan")), ("latency_ms", 1e9)]
+)
+def test_pace_settings_are_bounded(setting: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match=setting):
+        SandboxConfig(**{setting: value})  # type: ignore[arg-type]

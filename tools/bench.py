@@ -742,8 +742,16 @@ def _sandbox_process() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def bench_delivery_service(orders: int) -> dict[str, float]:
+    """The asyncio dispatcher at a gateway's pace; see tools/bench_delivery.py."""
+    from bench_delivery import bench_delivery_service as run
+
+    return run(orders)
+
+
 BENCHES: dict[str, Callable[[int], dict[str, float]]] = {
     "delivery": bench_delivery,
+    "delivery_service": bench_delivery_service,
     "apply_memory": bench_apply_memory,
     "durable": bench_durable,
     "batch": bench_batch,

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from ..errors import ConfigurationError
 from ._common import db_option, echo, open_store
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one JSON object: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, ``worker``; control characters escaped by JSON itself."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        line = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "worker": self.worker,
+        }
+        return json.dumps(line, ensure_ascii=False)
 
 
 @click.command()
@@ -20,17 +43,45 @@ from ._common import db_option, echo, open_store
 )
 @db_option(required=False)
 @click.option("--concurrency", type=int, help="Orders delivered at once (KCI_CONCURRENCY).")
+@click.option(
+    "--worker-id",
+    help="This dispatcher's stable name (KCI_WORKER_ID): restarted, it takes its leases back "
+    "at once. Never give two running dispatchers the same one.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus /metrics and /healthz on this port (needs kci-engine[dispatch]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address /metrics and /healthz listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a log line (time, level, logger, message, worker), for shippers.",
+)
 @click.option("--once", is_flag=True, help="Exit when nothing is left to deliver.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery (--log-level debug).")
 def dispatch(
     config_file: Path | None,
     db_url: str | None,
     concurrency: int | None,
+    worker_id: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
     once: bool,
     verbose: bool,
 ) -> None:
-    """Deliver the outbox to the gateway: a long-lived worker (stop with SIGTERM or Ctrl-C;
-    requests in flight finish). Several workers may share one PostgreSQL database."""
+    """Deliver the outbox to the gateway: a long-lived worker. SIGTERM or Ctrl-C stops it within
+    a bounded time (requests in flight get a few seconds, then are abandoned and sent again
+    later). Several workers may share one PostgreSQL database."""
     from ..delivery.client import GatewayClient
     from ..delivery.dispatcher import Dispatcher
     from ..delivery.policy import RetryPolicy
@@ -38,7 +89,9 @@ def dispatch(
 
     if verbose:
         logging.getLogger("kci_engine").setLevel(logging.DEBUG)
-    settings = load_settings(config_file, engine_db=db_url, concurrency=concurrency)
+    settings = load_settings(
+        config_file, engine_db=db_url, concurrency=concurrency, worker_id=worker_id
+    )
     client = GatewayClient(
         settings.gateway_url,
         settings.client_id,
@@ -49,6 +102,15 @@ def dispatch(
         verify_tls=settings.verify_tls,
     )
     policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_horizon_s)
+    metrics = None
+    if metrics_port is not None:
+        try:
+            from ..delivery.metrics import DeliveryMetrics
+        except ImportError:
+            raise ConfigurationError(
+                "--metrics-port needs prometheus-client: pip install 'kci-engine[dispatch]'"
+            ) from None
+        metrics = DeliveryMetrics()
     with open_store(settings.engine_db) as store:
         dispatcher = Dispatcher(
             store,
@@ -56,7 +118,24 @@ def dispatch(
             policy=policy,
             concurrency=settings.concurrency,
             poll_s=settings.poll_s,
+            lease_s=settings.lease_s,
+            worker_id=settings.worker_id,
+            metrics=metrics,
         )
+        server = None
+        if metrics is not None and metrics_port is not None:
+            from ..delivery.metrics import serve
+
+            try:
+                server = serve(metrics, dispatcher, metrics_host, metrics_port)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
+                ) from None
+        if log_format == "json":
+            formatter = JsonLines(dispatcher.me)
+            for handler in logging.getLogger("kci_engine").handlers:
+                handler.setFormatter(formatter)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dispatcher.stop())
         echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
@@ -64,6 +143,9 @@ def dispatch(
             stats = dispatcher.run(idle_exit=once)
         finally:
             client.close()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
     echo(
         f"delivered {stats.delivered}, retried {stats.retried}, dead-lettered {stats.dead}",
         err=True,

@@ -11,7 +11,7 @@ from ._common import db_option, echo, open_store
 
 @click.group()
 def outbox() -> None:
-    """Inspect the KCI outbox and re-queue dead letters."""
+    """Inspect the KCI outbox; re-queue or repair dead letters."""
 
 
 @outbox.command("status")
@@ -55,3 +55,44 @@ def retry(order_id: str, db_url: str) -> None:
     with open_store(db_url) as store:
         count = Outbox(store).requeue(order_id)
     echo(f"re-queued {count} KCI(s) of order {order_id}")
+
+
+@outbox.command("repair")
+@click.argument("order_id")
+@click.option(
+    "--patch",
+    "patch_text",
+    required=True,
+    help='A JSON merge patch of the refused KCI body, e.g. \'{"problemCode": "WAYLEAVE_ISSUE"}\' '
+    "(null removes a field), or @FILE.",
+)
+@click.option("--by", help="Who repaired it (kept in the audit history).")
+@db_option()
+def repair(order_id: str, patch_text: str, by: str | None, db_url: str) -> None:
+    """Correct ORDER_ID's dead KCI the gateway refused and send it again with the same
+    sequence number (validated by the contract first); the KCIs behind it follow. The refused
+    body and the gateway's answer are kept in the audit history."""
+    from pathlib import Path
+
+    from ..errors import ConfigurationError
+    from ..orders import parse_kci
+    from ..store.outbox import Outbox
+
+    text = patch_text
+    if patch_text.startswith("@"):
+        try:
+            text = Path(patch_text[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read the patch {patch_text[1:]}: {exc}") from None
+    try:
+        patch = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--patch is not JSON: {exc}") from None
+    if not isinstance(patch, dict):
+        raise ConfigurationError("--patch must be a JSON object (a merge patch of the body)")
+    with open_store(db_url) as store:
+        done = Outbox(store).repair(order_id, patch, validate=parse_kci, by=by)
+    echo(
+        f"repaired KCI {done.kci_id} (#{done.sequence_number}) of order {order_id}: "
+        "it goes out next, then the KCIs behind it"
+    )

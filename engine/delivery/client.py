@@ -8,22 +8,25 @@ is put in a log line, an error or a repr.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import random
 import threading
 import time
-import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 import httpx
 from pydantic import SecretStr
 
 from .._net import is_loopback
-from ..errors import ConfigurationError, CredentialsRejected
+from ..errors import ConfigurationError, CredentialsRejected, GatewayUnavailable
 
 log = logging.getLogger("kci_engine.delivery")
 
@@ -58,6 +61,8 @@ def check_base_url(url: str) -> httpx.URL:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise ConfigurationError(f"gateway URL {url!r} is malformed: {exc}") from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigurationError(f"gateway URL {url!r} refused: port {parsed.port} is not 1-65535")
     if parsed.scheme == "https" and parsed.host:
         return parsed
     if parsed.scheme == "http" and is_loopback(parsed.host):
@@ -65,6 +70,92 @@ def check_base_url(url: str) -> httpx.URL:
     raise ConfigurationError(
         f"gateway URL {url!r} refused: use https (plain http only to a loopback address)"
     )
+
+
+class Redactor:
+    """Takes this client's own secrets out of text that came from outside (a gateway's error
+    body may echo the request's ``Authorization`` header or a token form) before the text is
+    stored in ``kci_outbox.last_error``, logged or raised.
+
+    It knows the client secret (as sent: plain, JSON-escaped, form-encoded, and inside the HTTP
+    Basic header) and the last few tokens the token endpoint issued.
+    """
+
+    _MASK = "***"
+    _MIN = 4  # shorter values would mask ordinary words
+
+    def __init__(self, client_id: str, secret: SecretStr) -> None:
+        value = secret.get_secret_value()
+        basic = base64.b64encode(f"{client_id}:{value}".encode()).decode("ascii")
+        self._fixed = [*self._forms(value), basic]
+        self._tokens: deque[str] = deque(maxlen=8)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "Redactor()"
+
+    @staticmethod
+    def _forms(value: str) -> list[str]:
+        return [value, json.dumps(value)[1:-1], quote_plus(value), quote(value, safe="")]
+
+    def add_token(self, token: str) -> None:
+        """Remember a token the client received (kept: the last eight)."""
+        with self._lock:
+            if token not in self._tokens:
+                self._tokens.append(token)
+
+    def __call__(self, text: str) -> str:
+        with self._lock:
+            secrets = self._fixed + [form for t in self._tokens for form in self._forms(t)]
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            if len(secret) >= self._MIN and secret in text:
+                text = text.replace(secret, self._MASK)
+        return text
+
+
+def token_form(
+    client_id: str, secret: SecretStr, scope: str | None, auth: Literal["form", "basic"]
+) -> tuple[dict[str, str], str | None]:
+    """The token request's form fields, and its ``Authorization`` header value in Basic mode."""
+    form = {"grant_type": "client_credentials"}
+    if scope:
+        form["scope"] = scope
+    if auth == "basic":
+        pair = f"{client_id}:{secret.get_secret_value()}".encode()
+        return form, "Basic " + base64.b64encode(pair).decode("ascii")
+    form["client_id"] = client_id
+    form["client_secret"] = secret.get_secret_value()
+    return form, None
+
+
+def token_from_answer(
+    status: int, text: str, client_id: str, redact: Callable[[str], str]
+) -> tuple[str, float]:
+    """The token and its lifetime (seconds) from the token endpoint's answer.
+
+    Raises:
+        CredentialsRejected: a 4xx: the endpoint refused the credentials.
+        GatewayUnavailable: a 5xx, or a 200 without a usable token.
+    """
+    if status == 200:
+        try:
+            data = json.loads(text)
+            token = data["access_token"]
+            if not isinstance(token, str) or not token:
+                raise TypeError("access_token is not a non-empty string")
+            token.encode("ascii")  # it goes into a header
+            lifetime = min(float(data.get("expires_in", 3600)), 86_400.0)
+            if lifetime != lifetime:  # NaN
+                raise ValueError("expires_in is not a number")
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError, AttributeError):
+            raise GatewayUnavailable("token endpoint answered 200 without a token") from None
+        return token, lifetime
+    if 400 <= status < 500:
+        code = _json_field(text, "error") or f"HTTP {status}"
+        raise CredentialsRejected(
+            f"the gateway's token endpoint refused client {client_id!r}: {redact(code)[:200]}"
+        )
+    raise GatewayUnavailable(f"token endpoint answered {status}")
 
 
 class TokenCache:
@@ -84,6 +175,7 @@ class TokenCache:
         auth: Literal["form", "basic"] = "form",
         margin_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        redact: Redactor | None = None,
     ) -> None:
         self._http = http
         self._url = token_url
@@ -96,6 +188,7 @@ class TokenCache:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self.redact = redact or Redactor(client_id, client_secret)
 
     def __repr__(self) -> str:
         return f"TokenCache(url={self._url!r}, client_id={self._client_id!r})"
@@ -120,44 +213,32 @@ class TokenCache:
                 self._token = None
 
     def _fetch(self) -> None:
-        form = {"grant_type": "client_credentials"}
-        if self._scope:
-            form["scope"] = self._scope
-        auth: httpx.BasicAuth | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
-        if self._auth == "basic":
-            auth = httpx.BasicAuth(self._client_id, self._secret.get_secret_value())
-        else:
-            form["client_id"] = self._client_id
-            form["client_secret"] = self._secret.get_secret_value()
-        response = self._http.post(self._url, data=form, auth=auth)
-        if response.status_code == 200:
-            try:
-                data = json.loads(response.text)
-                token = data["access_token"]
-                if not isinstance(token, str) or not token:
-                    raise TypeError("access_token is not a non-empty string")
-                token.encode("ascii")  # it goes into a header
-                lifetime = min(float(data.get("expires_in", 3600)), 86_400.0)
-            except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
-                raise httpx.DecodingError("token endpoint answered 200 without a token") from None
-            self._token = token
-            self._expires_at = self._clock() + lifetime
-            log.info("obtained a gateway token valid for %.0f s", lifetime)
-            return
-        if 400 <= response.status_code < 500:
-            code = _json_field(response.text, "error") or f"HTTP {response.status_code}"
-            raise CredentialsRejected(
-                f"the gateway's token endpoint refused client {self._client_id!r}: {code}"
+        form, basic = token_form(self._client_id, self._secret, self._scope, self._auth)
+        headers = {"Authorization": basic} if basic else None
+        response = self._http.post(self._url, data=form, headers=headers)
+        try:
+            token, lifetime = token_from_answer(
+                response.status_code, response.text, self._client_id, self.redact
             )
-        raise httpx.HTTPStatusError(
-            f"token endpoint answered {response.status_code}",
-            request=response.request,
-            response=response,
-        )
+        except GatewayUnavailable as exc:
+            raise httpx.DecodingError(str(exc), request=response.request) from None
+        self.redact.add_token(token)
+        self._token = token
+        self._expires_at = self._clock() + lifetime
+        log.info("obtained a gateway token valid for %.0f s", lifetime)
+
+
+TOKEN_PATH = "auth/supplier/access-token"
+KCIS_PATH = "kcis"
 
 
 class GatewayClient:
     """Sends KCI bodies to the Supplier Updates API.
+
+    Two faces on one configuration: :meth:`send` for plain synchronous code (a script, a test,
+    one KCI at a time), and :meth:`open_async`, the dispatcher's asynchronous sender with
+    hundreds of requests in flight. Both classify answers the same way and never let a secret
+    into an error text.
 
     Args:
         base_url: e.g. ``https://cvt.fibregateway.com/v1``; plain http only to loopback.
@@ -165,9 +246,12 @@ class GatewayClient:
         client_secret: its client secret (kept as a ``SecretStr``).
         scope: OAuth2 scope, if the gateway wants one.
         token_auth: send the credentials in the form body or as HTTP Basic.
-        timeout_s: per-request timeout.
+        timeout_s: the total time one request (or one token fetch) may take, from connecting
+            to the last byte of the answer; a gateway that trickles its answer is cut off.
         verify_tls: verify the gateway's certificate (keep it on).
-        transport: an httpx transport (tests use ``httpx.MockTransport``).
+        transport: an httpx transport (tests use ``httpx.MockTransport``); the asynchronous
+            sender then goes through it too (it must also be an ``httpx.AsyncBaseTransport``).
+        max_connections: connections of the synchronous client.
     """
 
     def __init__(
@@ -183,33 +267,75 @@ class GatewayClient:
         transport: httpx.BaseTransport | None = None,
         max_connections: int = 32,
     ) -> None:
+        if not 0 < timeout_s <= 300:  # also refuses NaN
+            raise ConfigurationError(f"timeout_s must be more than 0 and at most 300: {timeout_s}")
         base = check_base_url(base_url)
         secret = client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
-        self._http = httpx.Client(
-            base_url=str(base).rstrip("/") + "/",
-            timeout=timeout_s,
-            verify=verify_tls,
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            headers={"User-Agent": "kci-engine"},
-        )
-        self.tokens = TokenCache(
-            self._http,
-            "auth/supplier/access-token",
-            client_id,
-            secret,
-            scope=scope,
-            auth=token_auth,
-        )
+        self.base_url = str(base).rstrip("/") + "/"
+        self.client_id = client_id
+        self.scope = scope
+        self.token_auth: Literal["form", "basic"] = token_auth
+        self.timeout_s = timeout_s
+        self.verify_tls = verify_tls
+        self.transport = transport
+        self._secret = secret
+        self.redact = Redactor(client_id, secret)
+        self._max_connections = max_connections
+        self._sync: httpx.Client | None = None
+        self._tokens: TokenCache | None = None
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The synchronous httpx client, made on first use (the dispatcher never needs it, and
+        building its TLS context costs a fifth of a second of CPU)."""
+        if self._sync is None:
+            self._sync = httpx.Client(
+                base_url=self.base_url,
+                timeout=self.timeout_s,
+                verify=self.verify_tls,
+                transport=self.transport,
+                limits=httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                ),
+                headers={"User-Agent": "kci-engine"},
+                trust_env=False,
+            )
+        return self._sync
+
+    @property
+    def tokens(self) -> TokenCache:
+        """The synchronous path's token cache."""
+        if self._tokens is None:
+            self._tokens = TokenCache(
+                self._http,
+                TOKEN_PATH,
+                self.client_id,
+                self._secret,
+                scope=self.scope,
+                auth=self.token_auth,
+                redact=self.redact,
+            )
+        return self._tokens
 
     def __repr__(self) -> str:
-        return f"GatewayClient(base_url={str(self._http.base_url)!r})"
+        return f"GatewayClient(base_url={self.base_url!r})"
+
+    def token_request(self) -> tuple[dict[str, str], str | None]:
+        """The token request's form and Basic ``Authorization`` value (the async sender's)."""
+        return token_form(self.client_id, self._secret, self.scope, self.token_auth)
+
+    def open_async(self, max_in_flight: int) -> Any:
+        """The dispatcher's asynchronous sender (an ``AsyncGateway``), bound to the running
+        event loop: create it inside the loop that uses it and ``await aclose()`` it there."""
+        from .aio import AsyncGateway
+
+        return AsyncGateway(self, max_in_flight)
 
     def close(self) -> None:
         """Close the client's connections."""
-        self._http.close()
+        if self._sync is not None:
+            self._sync.close()
 
     def __enter__(self) -> GatewayClient:
         return self
@@ -232,47 +358,81 @@ class GatewayClient:
         return attempt
 
     def _send_once(self, body: str, conversation_id: str) -> Attempt:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         try:
             token = self.tokens.token()
         except httpx.HTTPError as exc:
-            return Attempt(
-                Outcome.RETRY, None, f"token endpoint: {_describe(exc)}", None, request_id
-            )
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "X-Request-ID": request_id,
-            "X-Conversation-ID": conversation_id,
-        }
+            error = f"token endpoint: {describe(exc, self.redact)}"
+            return Attempt(Outcome.RETRY, None, error, None, request_id)
+        headers = kci_headers(token, request_id, conversation_id)
+        deadline = time.monotonic() + self.timeout_s
         try:
-            with self._http.stream("POST", "kcis", content=body.encode(), headers=headers) as resp:
+            with self._http.stream(
+                "POST", KCIS_PATH, content=body.encode(), headers=headers
+            ) as resp:
                 status = resp.status_code
-                text = "" if 200 <= status < 300 else _read_capped(resp)
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except httpx.HTTPError as exc:
-            return Attempt(Outcome.RETRY, None, _describe(exc), None, request_id)
-        if 200 <= status < 300:
-            return Attempt(Outcome.DELIVERED, status, None, None, request_id)
-        error = _error_text(status, text)
+                text = _read_capped(resp, deadline)
+                retry_after = resp.headers.get("Retry-After")
+        except (httpx.HTTPError, TimeoutError) as exc:
+            return Attempt(Outcome.RETRY, None, describe(exc, self.redact), None, request_id)
         if status == 401:
             self.tokens.invalidate(token)
-            return Attempt(Outcome.UNAUTHORISED, status, error, None, request_id)
-        if status == 403:
-            return Attempt(Outcome.UNAUTHORISED, status, error, None, request_id)
-        if status in (408, 429) or status >= 500:
-            return Attempt(Outcome.RETRY, status, error, retry_after, request_id)
-        return Attempt(Outcome.REJECTED, status, error, None, request_id)
+        return classify(status, text, retry_after, request_id, self.redact)
 
 
-def _read_capped(response: httpx.Response) -> str:
+_ids = random.Random()  # request ids must be unique, not secret: no system call per request
+_VERSION_4 = (4 << 76) | (2 << 62)  # the version and variant bits of a random UUID
+_RANDOM_BITS = ~((0xF << 76) | (0x3 << 62))
+
+
+def new_request_id() -> str:
+    """A fresh ``X-Request-ID`` (a random UUID)."""
+    h = f"{_ids.getrandbits(128) & _RANDOM_BITS | _VERSION_4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def kci_headers(token: str, request_id: str, conversation_id: str) -> dict[str, str]:
+    """The headers of ``POST /kcis``."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "X-Request-ID": request_id,
+        "X-Conversation-ID": conversation_id,
+    }
+
+
+def classify(
+    status: int,
+    text: str,
+    retry_after: str | None,
+    request_id: str,
+    redact: Callable[[str], str],
+) -> Attempt:
+    """What an answer to ``POST /kcis`` means for the KCI (its body ``text`` is redacted)."""
+    if 200 <= status < 300:
+        return Attempt(Outcome.DELIVERED, status, None, None, request_id)
+    error = _error_text(status, redact(text))
+    if status in (401, 403):
+        return Attempt(Outcome.UNAUTHORISED, status, error, None, request_id)
+    if status in (408, 429) or status >= 500:
+        return Attempt(Outcome.RETRY, status, error, _retry_after(retry_after), request_id)
+    return Attempt(Outcome.REJECTED, status, error, None, request_id)
+
+
+def _read_capped(response: httpx.Response, deadline: float) -> str:
+    """The answer's body (at most 64 KiB; none kept for a 2xx), read before ``deadline``
+    (``time.monotonic``): a body trickled a byte at a time is cut off there."""
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gateway's answer took longer than the total timeout")
         chunks.append(chunk)
         size += len(chunk)
         if size >= _MAX_ERROR_BODY:
             break
+    if 200 <= response.status_code < 300:
+        return ""
     return b"".join(chunks)[:_MAX_ERROR_BODY].decode("utf-8", errors="replace")
 
 
@@ -318,5 +478,7 @@ def _error_text(status: int, text: str) -> str:
     return f"HTTP {status} with a body that is not a Fibre Cafe error: {snippet!r}"
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def describe(exc: BaseException, redact: Callable[[str], str]) -> str:
+    """An exception as one redacted line for ``last_error`` and the log."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {redact(text)}" if text else type(exc).__name__

@@ -11,21 +11,35 @@ a ``SecretStr``: it never appears in a repr, a log line or an error message.
 | OAuth client id / secret | ``KCI_CLIENT_ID`` / ``KCI_CLIENT_SECRET`` | (required) |
 | OAuth scope | ``KCI_SCOPE`` | none |
 | token in form body or Basic | ``KCI_TOKEN_AUTH`` | ``form`` (or ``basic``) |
-| request timeout, seconds | ``KCI_TIMEOUT_S`` | 10 |
-| orders delivered in parallel | ``KCI_CONCURRENCY`` | 8 |
-| first retry delay / cap, seconds | ``KCI_RETRY_BASE_S`` / ``KCI_RETRY_CAP_S`` | 1 / 300 |
-| retry horizon, seconds | ``KCI_RETRY_HORIZON_S`` | 86400 (then dead-lettered) |
-| idle poll interval, seconds | ``KCI_POLL_S`` | 0.5 |
+| total time for one request or token fetch, seconds | ``KCI_TIMEOUT_S`` | 10 (0 < t <= 300) |
+| orders delivered in parallel | ``KCI_CONCURRENCY`` | 128 (1 to 4096) |
+| first retry delay, seconds | ``KCI_RETRY_BASE_S`` | 1 (<= 3600) |
+| longest retry delay, seconds | ``KCI_RETRY_CAP_S`` | 300 (<= 86400, >= the first) |
+| retry horizon, seconds | ``KCI_RETRY_HORIZON_S`` | 86400 (then dead-lettered; <= 30 days) |
+| idle poll interval, seconds | ``KCI_POLL_S`` | 0.5 (<= 60) |
+| order lease, seconds | ``KCI_LEASE_S`` | 30 (more than twice the timeout; <= 3600) |
+| this dispatcher's stable name | ``KCI_WORKER_ID`` | host:pid:random (give the pod or host name) |
 | verify TLS | ``KCI_VERIFY_TLS`` | true |
+
+Every number must be finite and inside its range (``inf``, ``nan`` and ``1e308`` are refused with
+the setting's name). The database URL's password is masked in the settings' repr, str and JSON.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -43,16 +57,18 @@ class DeliverySettings(BaseSettings):
 
     engine_db: str = "sqlite:///kci-engine.db"
     gateway_url: str
-    client_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1, max_length=200)
     client_secret: SecretStr
-    scope: str | None = None
+    scope: str | None = Field(default=None, max_length=1000)
     token_auth: Literal["form", "basic"] = "form"
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    concurrency: int = Field(default=8, ge=1, le=256)
-    retry_base_s: float = Field(default=1.0, gt=0)
-    retry_cap_s: float = Field(default=300.0, gt=0)
-    retry_horizon_s: float = Field(default=86_400.0, gt=0)
-    poll_s: float = Field(default=0.5, gt=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    concurrency: int = Field(default=128, ge=1, le=4096)
+    retry_base_s: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    retry_cap_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
+    retry_horizon_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400, allow_inf_nan=False)
+    poll_s: float = Field(default=0.5, ge=0.001, le=60, allow_inf_nan=False)
+    lease_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    worker_id: str | None = Field(default=None, min_length=1, max_length=200)
     verify_tls: bool = True
 
     @field_validator("client_secret")
@@ -61,6 +77,60 @@ class DeliverySettings(BaseSettings):
         if not value.get_secret_value():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        from .client import check_base_url
+
+        try:
+            check_base_url(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("worker_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeliverySettings:
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError(
+                f"KCI_RETRY_CAP_S ({self.retry_cap_s:g}) must not be below "
+                f"KCI_RETRY_BASE_S ({self.retry_base_s:g})"
+            )
+        if self.lease_s <= 2 * self.timeout_s:
+            raise ValueError(
+                f"KCI_LEASE_S ({self.lease_s:g}) must be more than twice KCI_TIMEOUT_S "
+                f"({self.timeout_s:g}), so a lease outlasts every request sent under it"
+            )
+        return self
+
+    @field_serializer("engine_db")
+    def _hide_password(self, value: str) -> str:
+        return masked_url(value)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "engine_db" else value
+
+
+_USERINFO = re.compile(r"(//[^/:@]*:)[^/@]*@")
+
+
+def masked_url(url: str) -> str:
+    """A database URL with its password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        return _USERINFO.sub(r"\1***@", url)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> DeliverySettings:
@@ -88,7 +158,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Delivery
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = ".".join(str(p) for p in err["loc"])
+            if not name:  # a rule across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             problems.append(f"KCI_{name.upper()} ({name}): {err['msg']}")
         where = f" (from the environment and {config_file})" if config_file else ""
         raise ConfigurationError(

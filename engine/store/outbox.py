@@ -9,20 +9,33 @@ An order's KCIs go out strictly in sequence: only the *head* (its lowest-numbere
 KCI) is ever sent, and only by the dispatcher holding the order's lease. A dead head (rejected by
 the gateway, or out of retries) blocks that order alone until an operator re-queues it. Rows are
 never deleted; delivery progress is tracked in place.
+
+The head test costs the same however long the queue: a pending KCI is its order's head when the
+KCI numbered one before it is delivered (or there is none), one index lookup; the due query
+walks ``ix_kci_outbox_due`` in time order and stops after ``limit`` heads. A head that must wait
+(retry later, dead) pushes the KCIs behind it to its own time, so they are not walked past again
+and again while it waits.
+
+Each order's lease carries a fencing token, bumped by every claim: renewals, releases and
+delivered marks count only for the token the holder claimed with, so a dispatcher paused past its
+lease (and taken over) learns it at its next renewal and stops sending for that order.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..core.wire import dump_json
+from ..errors import DeliveryError
 from .sql import SqlStore, Statement, now_ms
-from .tables import LEASES, ORDERS, OUTBOX, DeliveryState
+from .tables import LEASES, ORDERS, OUTBOX, REPAIRS, DeliveryState
 
 _B = sa.bindparam
 _NAMESPACE = uuid.UUID("6b636900-0000-4000-8000-6b6369656e67")  # fixed: conversation ids
@@ -44,6 +57,61 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """One piece of delivery bookkeeping, committed with others in :meth:`Outbox.commit`.
+
+    ``delivered``: the KCI is delivered; with ``renew`` the lease is renewed too; with
+    ``want_next`` the order's next KCIs are read back. ``retry``: try again at
+    ``next_attempt_ms`` (its followers wait too). ``dead``: dead-letter it (its followers are
+    parked). ``note``: record ``error`` only.
+    ``renew``: extend the lease. ``release`` (or ``release=True`` on another mark): give the
+    lease up. Every lease change counts only while ``token`` is still the order's token.
+    """
+
+    kind: Literal["delivered", "retry", "dead", "note", "renew", "release"]
+    order_id: str
+    token: int
+    kci_id: str = ""
+    sequence_number: int = 0
+    next_attempt_ms: int = 0
+    error: str | None = None
+    want_next: int = 0
+    release: bool = False
+    renew: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """What committing a mark found: whether the lease is still held, and the KCIs read back."""
+
+    held: bool
+    following: list[Head] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """A dead KCI corrected and queued again."""
+
+    order_id: str
+    kci_id: str
+    sequence_number: int
+    body: str
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` with the JSON merge patch ``patch`` applied (RFC 7386)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A KCI the gateway refused or that ran out of retries, and how many KCIs wait behind it."""
 
@@ -61,70 +129,63 @@ def conversation_id(order_id: str, given: str | None) -> str:
     return given or str(uuid.uuid5(_NAMESPACE, order_id))
 
 
-_heads = (
-    sa.select(OUTBOX.c.order_id, sa.func.min(OUTBOX.c.sequence_number).label("sequence_number"))
-    .where(OUTBOX.c.delivery_state != DeliveryState.DELIVERED)
-    .group_by(OUTBOX.c.order_id)
-    .subquery("heads")
+#: ``next_attempt_at_ms`` of KCIs parked behind a dead letter (woken when it is re-queued).
+PARKED_MS = 2**62
+
+_prev = OUTBOX.alias("prev")
+#: A pending KCI is its order's head when the KCI one before it is delivered (or absent).
+_IS_HEAD = ~(
+    sa.exists()
+    .where(_prev.c.order_id == OUTBOX.c.order_id)
+    .where(_prev.c.sequence_number == OUTBOX.c.sequence_number - 1)
+    .where(_prev.c.delivery_state != DeliveryState.DELIVERED)
 )
-_DUE = (
-    sa.select(OUTBOX.c.order_id)
-    .join(
-        _heads,
-        sa.and_(
-            OUTBOX.c.order_id == _heads.c.order_id,
-            OUTBOX.c.sequence_number == _heads.c.sequence_number,
-        ),
-    )
-    .outerjoin(LEASES, LEASES.c.order_id == OUTBOX.c.order_id)
-    .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
-    .where(OUTBOX.c.next_attempt_at_ms <= _B("k_now"))
-    .where(
-        sa.or_(
-            LEASES.c.owner.is_(None),
-            LEASES.c.until_ms < _B("k_now"),
-            LEASES.c.owner == _B("k_me"),
+_HEAD_COLUMNS = (
+    OUTBOX.c.kci_id,
+    OUTBOX.c.order_id,
+    OUTBOX.c.sequence_number,
+    OUTBOX.c.body,
+    OUTBOX.c.delivery_state,
+    OUTBOX.c.attempts,
+    OUTBOX.c.next_attempt_at_ms,
+    OUTBOX.c.created_at_ms,
+    ORDERS.c.conversation_id,
+)
+_DUE_HEADS = (
+    sa.select(*_HEAD_COLUMNS)
+    .select_from(
+        OUTBOX.join(ORDERS, ORDERS.c.order_id == OUTBOX.c.order_id).outerjoin(
+            LEASES, LEASES.c.order_id == OUTBOX.c.order_id
         )
     )
-    .order_by(OUTBOX.c.next_attempt_at_ms, OUTBOX.c.order_id)
+    .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
+    .where(OUTBOX.c.next_attempt_at_ms <= _B("k_now"))
+    .where(_IS_HEAD)
+    .where(sa.or_(LEASES.c.owner.is_(None), LEASES.c.until_ms < _B("k_now")))
+    .order_by(OUTBOX.c.next_attempt_at_ms)
     .limit(_B("k_limit", type_=sa.Integer))
 )
 _ACTIVE_HEADS = (
     sa.select(sa.func.count())
     .select_from(OUTBOX)
-    .join(
-        _heads,
-        sa.and_(
-            OUTBOX.c.order_id == _heads.c.order_id,
-            OUTBOX.c.sequence_number == _heads.c.sequence_number,
-        ),
-    )
     .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
+    .where(_IS_HEAD)
 )
-_HEAD = (
-    sa.select(
-        OUTBOX.c.kci_id,
-        OUTBOX.c.order_id,
-        OUTBOX.c.sequence_number,
-        OUTBOX.c.body,
-        OUTBOX.c.delivery_state,
-        OUTBOX.c.attempts,
-        OUTBOX.c.next_attempt_at_ms,
-        OUTBOX.c.created_at_ms,
-        ORDERS.c.conversation_id,
-    )
+_FOLLOWING = (
+    sa.select(*_HEAD_COLUMNS)
     .join(ORDERS, ORDERS.c.order_id == OUTBOX.c.order_id)
     .where(OUTBOX.c.order_id == _B("k_order_id"))
     .where(OUTBOX.c.delivery_state != DeliveryState.DELIVERED)
+    .where(OUTBOX.c.sequence_number > _B("k_after"))
     .order_by(OUTBOX.c.sequence_number)
-    .limit(1)
+    .limit(_B("k_limit", type_=sa.Integer))
 )
 _LEASE_ROW = {
     "sqlite": sqlite.insert(LEASES)
-    .values(order_id=_B("k_order_id"), owner=None, until_ms=0)
+    .values(order_id=_B("k_order_id"), owner=None, until_ms=0, token=0)
     .on_conflict_do_nothing(),
     "postgresql": postgresql.insert(LEASES)
-    .values(order_id=_B("k_order_id"), owner=None, until_ms=0)
+    .values(order_id=_B("k_order_id"), owner=None, until_ms=0, token=0)
     .on_conflict_do_nothing(),
 }
 _CLAIM = (
@@ -137,13 +198,28 @@ _CLAIM = (
             LEASES.c.owner == _B("k_me"),
         )
     )
-    .values(owner=_B("k_me"), until_ms=_B("k_until"))
+    .values(owner=_B("k_me"), until_ms=_B("k_until"), token=LEASES.c.token + 1)
 )
+_TOKEN = (
+    sa.select(LEASES.c.token)
+    .where(LEASES.c.order_id == _B("k_order_id"))
+    .where(LEASES.c.owner == _B("k_me"))
+)
+_HELD = (
+    LEASES.c.order_id == _B("k_order_id"),
+    LEASES.c.owner == _B("k_me"),
+    LEASES.c.token == _B("k_token"),
+)
+_RENEW = LEASES.update().where(*_HELD).values(until_ms=_B("k_until"))
+_GIVE_UP = LEASES.update().where(*_HELD).values(owner=None, until_ms=0)
 _RELEASE = (
     LEASES.update()
     .where(LEASES.c.order_id == _B("k_order_id"))
     .where(LEASES.c.owner == _B("k_me"))
     .values(owner=None, until_ms=0)
+)
+_RELEASE_ALL_MINE = (
+    LEASES.update().where(LEASES.c.owner == _B("k_me")).values(owner=None, until_ms=0)
 )
 _DELIVERED = (
     OUTBOX.update()
@@ -176,7 +252,58 @@ _DEAD = (
         last_error=_B("k_error"),
     )
 )
+#: The KCIs behind a head that waits, made to wait as long (or parked, behind a dead letter).
+_PUSH_FOLLOWERS = (
+    OUTBOX.update()
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
+    .where(OUTBOX.c.sequence_number > _B("k_seq"))
+    .where(OUTBOX.c.next_attempt_at_ms < _B("k_next"))
+    .values(next_attempt_at_ms=_B("k_next"))
+)
+_WAKE = (
+    OUTBOX.update()
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state != DeliveryState.DELIVERED)
+    .values(delivery_state=DeliveryState.PENDING, next_attempt_at_ms=_B("k_now"))
+)
+_DEAD_COUNT = (
+    sa.select(sa.func.count())
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
+)
+_FIRST_DEAD = (
+    sa.select(OUTBOX.c.kci_id, OUTBOX.c.sequence_number, OUTBOX.c.body, OUTBOX.c.last_error)
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
+    .order_by(OUTBOX.c.sequence_number)
+    .limit(1)
+)
+_REPAIRED = (
+    OUTBOX.update()
+    .where(OUTBOX.c.kci_id == _B("k_kci_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
+    .values(
+        body=_B("k_body"),
+        delivery_state=DeliveryState.PENDING,
+        next_attempt_at_ms=_B("k_now"),
+        last_error=None,
+    )
+)
+_UNPARK = (
+    OUTBOX.update()
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.delivery_state == DeliveryState.PENDING)
+    .where(OUTBOX.c.next_attempt_at_ms > _B("k_now"))
+    .values(next_attempt_at_ms=_B("k_now"))
+)
+_AUDIT = REPAIRS.insert().values({c.name: _B(c.name) for c in REPAIRS.c if c.name != "seq"})
 _NOTE = OUTBOX.update().where(OUTBOX.c.kci_id == _B("k_kci_id")).values(last_error=_B("k_error"))
+
+
+def _head(row: dict[str, Any]) -> Head:
+    row["conversation_id"] = conversation_id(row["order_id"], row["conversation_id"])
+    return Head(**row)
 
 
 class Outbox:
@@ -189,11 +316,12 @@ class Outbox:
         with self.store.writing(durable=False) as runner:
             return runner.run(statement, values)
 
-    def due_orders(self, me: str, limit: int) -> list[str]:
-        """Orders whose head KCI is due now and not leased to another dispatcher."""
+    def due_heads(self, limit: int) -> list[Head]:
+        """Up to ``limit`` heads due now whose order no dispatcher holds (one query; it costs
+        the same at 500 and at 100,000 pending KCIs)."""
         with self.store.reading() as runner:
-            rows = runner.rows(_DUE, {"k_now": now_ms(), "k_me": me, "k_limit": limit})
-        return [row["order_id"] for row in rows]
+            rows = runner.rows(_DUE_HEADS, {"k_now": now_ms(), "k_limit": limit})
+        return [_head(row) for row in rows]
 
     def deliverable(self) -> int:
         """Orders whose head KCI is pending (due now or later); orders parked behind a dead
@@ -202,54 +330,172 @@ class Outbox:
             rows = runner.rows(_ACTIVE_HEADS, {})
         return int(next(iter(rows[0].values())))
 
+    def claim_many(self, order_ids: Sequence[str], me: str, lease_s: float) -> dict[str, int]:
+        """Take (or take back) the leases of ``order_ids`` in one transaction; the orders won,
+        each with its new fencing token."""
+        now = now_ms()
+        until = now + int(lease_s * 1000)
+        won: dict[str, int] = {}
+        with self.store.writing(durable=False) as runner:
+            for order_id in order_ids:
+                runner.run(_LEASE_ROW[self.store.dialect], {"k_order_id": order_id})
+                values = {"k_order_id": order_id, "k_now": now, "k_me": me, "k_until": until}
+                if runner.run(_CLAIM, values) == 1:
+                    rows = runner.rows(_TOKEN, {"k_order_id": order_id, "k_me": me})
+                    won[order_id] = int(rows[0]["token"])
+        return won
+
     def claim(self, order_id: str, me: str, lease_s: float) -> bool:
         """Take (or renew) the order's delivery lease; ``False`` if another dispatcher has it."""
-        now = now_ms()
-        with self.store.writing(durable=False) as runner:
-            runner.run(_LEASE_ROW[self.store.dialect], {"k_order_id": order_id})
-            values = {"k_order_id": order_id, "k_now": now, "k_me": me}
-            values["k_until"] = now + int(lease_s * 1000)
-            return runner.run(_CLAIM, values) == 1
+        return order_id in self.claim_many([order_id], me, lease_s)
 
     def release(self, order_id: str, me: str) -> None:
+        """Give up ``me``'s lease of the order, whatever its token."""
         self._run(_RELEASE, {"k_order_id": order_id, "k_me": me})
 
-    def head(self, order_id: str) -> Head | None:
-        """The order's lowest-numbered undelivered KCI, pending or dead."""
+    def release_all(self, me: str) -> int:
+        """Give up every lease ``me`` holds: a dispatcher that starts again under a stable worker
+        id takes its orders back at once instead of waiting for its old leases to run out."""
+        return self._run(_RELEASE_ALL_MINE, {"k_me": me})
+
+    def following(self, order_id: str, after: int, limit: int) -> list[Head]:
+        """The order's undelivered KCIs numbered above ``after``, in sequence."""
         with self.store.reading() as runner:
-            rows = runner.rows(_HEAD, {"k_order_id": order_id})
-        if not rows:
-            return None
-        row = rows[0]
-        row["conversation_id"] = conversation_id(order_id, row["conversation_id"])
-        return Head(**row)
-
-    def delivered(self, kci_id: str, order_id: str, me: str, lease_s: float) -> None:
-        """Mark the KCI delivered and renew the order's lease, in one transaction."""
-        now = now_ms()
-        with self.store.writing(durable=False) as runner:
-            runner.run(_DELIVERED, {"k_kci_id": kci_id, "k_now": now})
-            runner.run(
-                _CLAIM,
-                {
-                    "k_order_id": order_id,
-                    "k_now": now,
-                    "k_me": me,
-                    "k_until": now + int(lease_s * 1000),
-                },
+            rows = runner.rows(
+                _FOLLOWING, {"k_order_id": order_id, "k_after": after, "k_limit": limit}
             )
+        return [_head(row) for row in rows]
 
-    def retry_later(self, kci_id: str, next_attempt_ms: int, error: str | None) -> None:
-        self._run(_RETRY, {"k_kci_id": kci_id, "k_next": next_attempt_ms, "k_error": error})
+    def commit(self, me: str, lease_s: float, marks: Sequence[Mark]) -> list[Marked]:
+        """Commit ``marks`` in one transaction (delivery bookkeeping: not waited onto the disk
+        on SQLite); for each, whether ``me`` still holds the order's lease and (``want_next``)
+        the order's next KCIs.
 
-    def dead(self, kci_id: str, error: str | None) -> None:
-        self._run(_DEAD, {"k_kci_id": kci_id, "k_error": error})
+        Raises:
+            StoreBusy: the write lock stayed taken; nothing was committed, try again.
+            StoreError: the database failed.
+        """
+        now = now_ms()
+        until = now + int(lease_s * 1000)
+        found: list[Marked] = []
+        with self.store.writing(durable=False) as runner:
+            for mark in marks:
+                held = {"k_order_id": mark.order_id, "k_me": me, "k_token": mark.token}
+                kci = {"k_kci_id": mark.kci_id}
+                if mark.kind == "delivered":
+                    runner.run(_DELIVERED, {**kci, "k_now": now})
+                elif mark.kind == "retry":
+                    runner.run(
+                        _RETRY, {**kci, "k_next": mark.next_attempt_ms, "k_error": mark.error}
+                    )
+                    self._push(runner, mark, mark.next_attempt_ms)
+                elif mark.kind == "dead":
+                    runner.run(_DEAD, {**kci, "k_error": mark.error})
+                    self._push(runner, mark, PARKED_MS)
+                elif mark.kind == "note":
+                    runner.run(_NOTE, {**kci, "k_error": mark.error})
+                if mark.kind == "release" or mark.release:
+                    runner.run(_GIVE_UP, held)
+                    found.append(Marked(held=False))
+                    continue
+                still = not mark.renew or runner.run(_RENEW, {**held, "k_until": until}) == 1
+                following: list[Head] = []
+                if still and mark.want_next:
+                    values = {
+                        "k_order_id": mark.order_id,
+                        "k_after": mark.sequence_number,
+                        "k_limit": mark.want_next,
+                    }
+                    following = [_head(row) for row in runner.rows(_FOLLOWING, values)]
+                found.append(Marked(held=still, following=following))
+        return found
 
-    def note(self, kci_id: str, error: str) -> None:
-        """Record an error on a KCI without counting an attempt (e.g. credentials refused)."""
-        self._run(_NOTE, {"k_kci_id": kci_id, "k_error": error})
+    @staticmethod
+    def _push(runner: Any, mark: Mark, until_ms: int) -> None:
+        values = {"k_order_id": mark.order_id, "k_seq": mark.sequence_number, "k_next": until_ms}
+        runner.run(_PUSH_FOLLOWERS, values)
 
     # --- operators -----------------------------------------------------------------------------
+
+    def repair(
+        self,
+        order_id: str,
+        patch: Mapping[str, Any],
+        *,
+        validate: Callable[[dict[str, Any]], object],
+        by: str | None = None,
+    ) -> Repaired:
+        """Correct the order's first dead KCI and queue it again, ahead of the KCIs behind it.
+
+        The gateway's docs say a KCI it refused (400/422) must not be sent again unchanged: fix
+        it and send it with the same sequence number. ``patch`` is a JSON merge patch (RFC 7386)
+        of the refused body (``{"problemCode": "WAYLEAVE_ISSUE"}``; ``null`` removes a field);
+        the corrected body must pass ``validate`` (the contract's one-body rules:
+        :func:`kci_engine.orders.parse_kci`) and keeps the KCI's ``id`` and ``sequenceNumber``
+        (the refused body was never accepted, so the id is free; decisions S16). The
+        refused body and the gateway's answer go to the audit history (``kci_repair``).
+
+        Raises:
+            OrderNotFound: no such order.
+            DeliveryError: the order has no dead KCI, the patch changes nothing, changes the
+                id or sequence number, or the corrected body breaks the contract.
+        """
+        with self.store.connection() as conn:
+            SqlStore._require(conn, order_id)
+        with self.store.reading() as runner:
+            found = runner.rows(_FIRST_DEAD, {"k_order_id": order_id})
+        if not found:
+            raise DeliveryError(f"order {order_id} has no dead KCI to repair", order_id=order_id)
+        dead = found[0]
+        refused = json.loads(dead["body"])
+        corrected = merge_patch(refused, patch)
+        if not isinstance(corrected, dict) or corrected == refused:
+            raise DeliveryError(
+                f"order {order_id}: the patch leaves KCI #{dead['sequence_number']} as the "
+                "gateway refused it; the gateway must not be sent it unchanged",
+                order_id=order_id,
+            )
+        for field_name in ("id", "sequenceNumber"):
+            if corrected.get(field_name) != refused.get(field_name):
+                raise DeliveryError(
+                    f"order {order_id}: a repair keeps the KCI's {field_name} "
+                    f"({refused.get(field_name)!r})",
+                    order_id=order_id,
+                )
+        try:
+            validate(corrected)
+        except ValueError as exc:
+            first = " ".join(str(exc).split())[:500]
+            raise DeliveryError(
+                f"order {order_id}: the corrected KCI breaks the contract: {first}",
+                order_id=order_id,
+            ) from None
+        body = dump_json(corrected)
+        now = now_ms()
+        with self.store.writing() as runner:
+            changed = runner.run(
+                _REPAIRED, {"k_kci_id": dead["kci_id"], "k_body": body, "k_now": now}
+            )
+            if changed != 1:
+                raise DeliveryError(
+                    f"order {order_id}: KCI {dead['kci_id']} changed meanwhile; look again",
+                    order_id=order_id,
+                )
+            runner.run(
+                _AUDIT,
+                {
+                    "order_id": order_id,
+                    "kci_id": dead["kci_id"],
+                    "sequence_number": dead["sequence_number"],
+                    "refused_body": dead["body"],
+                    "gateway_answer": dead["last_error"],
+                    "corrected_body": body,
+                    "repaired_by": by,
+                    "repaired_at_ms": now,
+                },
+            )
+            runner.run(_UNPARK, {"k_order_id": order_id, "k_now": now})
+        return Repaired(order_id, dead["kci_id"], dead["sequence_number"], body)
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead KCI, with the number of KCIs of its order waiting behind it."""
@@ -286,13 +532,11 @@ class Outbox:
         """
         with self.store.connection() as conn:
             SqlStore._require(conn, order_id)
-        return self._run(
-            OUTBOX.update()
-            .where(OUTBOX.c.order_id == _B("k_order_id"))
-            .where(OUTBOX.c.delivery_state == DeliveryState.DEAD)
-            .values(delivery_state=DeliveryState.PENDING, next_attempt_at_ms=_B("k_now")),
-            {"k_order_id": order_id, "k_now": now_ms()},
-        )
+        with self.store.writing(durable=False) as runner:
+            values = {"k_order_id": order_id, "k_now": now_ms()}
+            dead = runner.rows(_DEAD_COUNT, values)
+            runner.run(_WAKE, values)  # the dead KCIs, and the ones parked behind them
+        return int(next(iter(dead[0].values())))
 
 
 def summary(letters: list[DeadLetter]) -> str:

@@ -97,13 +97,39 @@ class EventRow(KciTable, table=True):
 class DeliveryLeaseRow(KciTable, table=True):
     """Which dispatcher delivers an order's KCIs, until when. A lease that ran out may be taken
     over, so a dispatcher that died holds nothing for long; only the holder sends an order's
-    KCIs, which keeps them in sequence across several dispatcher processes."""
+    KCIs, which keeps them in sequence across several dispatcher processes.
+
+    ``token`` is the fencing token: every claim bumps it, and a holder's marks and renewals only
+    count while the token is still the one it claimed with, so a dispatcher that was paused past
+    its lease cannot act for an order someone else has taken over since."""
 
     __tablename__ = "kci_delivery_lease"
 
     order_id: str = Field(foreign_key="kci_order.order_id", primary_key=True, max_length=200)
     owner: str | None = Field(default=None, max_length=200)
     until_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    token: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class RepairRow(KciTable, table=True):
+    """The audit history of dead letters an operator repaired: the body the gateway refused, its
+    answer, and the corrected body sent in its place (same KCI id, same sequence number)."""
+
+    __tablename__ = "kci_repair"
+    __table_args__ = (Index("ix_kci_repair_order", "order_id", "seq"),)
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    order_id: str = Field(foreign_key="kci_order.order_id", max_length=200)
+    kci_id: str = Field(max_length=36)
+    sequence_number: int
+    refused_body: str = Field(sa_column=Column(Text, nullable=False))
+    gateway_answer: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    corrected_body: str = Field(sa_column=Column(Text, nullable=False))
+    repaired_by: str | None = Field(default=None, max_length=200)
+    repaired_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 METADATA = KciTable.metadata
@@ -111,6 +137,7 @@ ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 LEASES = DeliveryLeaseRow.__table__  # type: ignore[attr-defined]
+REPAIRS = RepairRow.__table__  # type: ignore[attr-defined]
 
 
 class DeliveryState:

@@ -197,6 +197,9 @@ def create_app(state: SandboxState, *, dropper: Dropper = _cannot_drop) -> ASGIA
             return not_authorised("the bearer token has expired")
         if fault is FaultKind.SLOW:
             await asyncio.sleep(state.fault_plan.slow_seconds)
+        pace = state.delay_s()
+        if pace:
+            await asyncio.sleep(pace)
         response = process(request, raw, token)
         if fault is FaultKind.DROP:
             return _DropConnection(dropper)

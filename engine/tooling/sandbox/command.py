@@ -91,7 +91,22 @@ def _stopped_by_signals() -> Iterator[None]:
 @click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Append every accepted KCI body (first acceptance only) to FILE as JSON lines.",
+    help="Append every accepted KCI body (first acceptance only) to FILE as JSON lines; "
+    "a restarted sandbox reads FILE back first and remembers what it accepted.",
+)
+@click.option(
+    "--latency-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Answer every POST /kcis after this many milliseconds (a real gateway's pace).",
+)
+@click.option(
+    "--jitter-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Give or take up to this many milliseconds, uniformly, on each answer.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a host other than loopback.")
 def sandbox(
@@ -105,6 +120,8 @@ def sandbox(
     client_id: str,
     client_secret: str,
     record: Path | None,
+    latency_ms: float,
+    jitter_ms: float,
     allow_remote: bool,
 ) -> None:
     """Run a local stand-in for the Fibre Cafe Supplier Updates API until Ctrl+C."""
@@ -130,6 +147,8 @@ def sandbox(
             slow_seconds=slow_seconds,
             record=record,
             allow_remote=allow_remote,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
         )
         with _stopped_by_signals():
             serve(config, ready=ready)

@@ -57,6 +57,8 @@ class SandboxConfig:
     slow_seconds: float = 2.5
     record: Path | None = None
     allow_remote: bool = False
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.allow_remote and not is_loopback(self.host):
@@ -74,6 +76,12 @@ class SandboxConfig:
             raise ConfigurationError(f"token_ttl must be whole seconds, not {self.token_ttl!r}")
         if self.token_ttl < 1:
             raise ConfigurationError(f"token_ttl must be at least 1 second, not {self.token_ttl}")
+        for name in ("latency_ms", "jitter_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigurationError(f"{name} must be a number of milliseconds, not {value!r}")
+            if not 0 <= value <= 60_000:  # also refuses NaN
+                raise ConfigurationError(f"{name} must be between 0 and 60000, not {value}")
         object.__setattr__(self, "fault_kinds", parse_kinds(self.fault_kinds))
         self.fault_plan()  # validates rate, kinds, seed and slow_seconds together
 
@@ -154,6 +162,8 @@ class _Sandbox:
                 token_ttl=config.token_ttl,
                 faults=config.fault_plan(),
                 record=config.record,
+                latency_ms=config.latency_ms,
+                jitter_ms=config.jitter_ms,
             )
         except OSError as exc:
             self.socket.close()

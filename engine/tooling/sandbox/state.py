@@ -10,6 +10,9 @@ held for a few microseconds and never across an ``await``, so it never stalls th
 
 from __future__ import annotations
 
+import json
+import logging
+import random
 import secrets
 import threading
 import time
@@ -20,9 +23,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from ...core.wire import KciBody, dump_json
 from ...orders import SPECS
 from .faults import FaultInjector, FaultKind, FaultPlan
+
+log = logging.getLogger("kci_engine.sandbox")
 
 REJECTED_STATUSES = (400, 401, 422)
 
@@ -88,7 +95,11 @@ class SandboxState:
         client_id / client_secret: the only credentials the token endpoint accepts.
         token_ttl: lifetime of an issued token, in seconds.
         faults: the fault plan to start with (and to go back to on :meth:`reset`).
-        record: a file to append each first acceptance to, one compact JSON line each.
+        record: a file to append each first acceptance to, one compact JSON line each. What it
+            already holds is read back first, so a restarted sandbox remembers every KCI it
+            accepted before (it does not answer "leaves a gap" to orders under way).
+        latency_ms / jitter_ms: every ``POST /kcis`` is answered after ``latency_ms``, give or
+            take a uniform ``jitter_ms`` (a real gateway's pace).
         clock: a monotonic clock in seconds (tests replace it to expire tokens).
     """
 
@@ -101,6 +112,8 @@ class SandboxState:
         faults: FaultPlan | None = None,
         record: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self._secret = client_secret
@@ -109,9 +122,56 @@ class SandboxState:
         self._clock = clock
         self._lock = threading.Lock()
         self._record: TextIO | None = None
-        if record is not None:
-            self._record = record.open("a", encoding="utf-8")
+        self.latency_ms = latency_ms
+        self.jitter_ms = jitter_ms
+        self._pace = random.Random()
         self._clear()
+        if record is not None:
+            self.reloaded = self._reload(record)
+            self._record = record.open("a", encoding="utf-8")
+
+    reloaded = 0
+
+    def _reload(self, record: Path) -> int:
+        """Take back the KCIs an earlier run accepted, from its record file; how many."""
+        from ...orders import parse_kci
+
+        try:
+            lines = record.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        count = 0
+        skipped: list[int] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                body = json.loads(line)
+                kci = parse_kci(body)
+            except (ValueError, ValidationError):
+                skipped.append(number)
+                continue
+            timeline = self._timelines.setdefault(order_key(body), _Timeline())
+            timeline.bodies.append(body)
+            timeline.kci_ids.append(str(kci.id))
+            timeline.last_issued_on = kci.issued_on
+            self._by_id[str(kci.id)] = body
+            count += 1
+        if skipped:
+            log.warning(
+                "%s: %d line(s) are not KCI bodies and were not taken back (first: line %d)",
+                record,
+                len(skipped),
+                skipped[0],
+            )
+        return count
+
+    def delay_s(self) -> float:
+        """How long to wait before answering this ``POST /kcis``."""
+        if not self.latency_ms and not self.jitter_ms:
+            return 0.0
+        spread = self._pace.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
+        return max(0.0, self.latency_ms + spread) / 1000
 
     def _clear(self) -> None:
         self._tokens: dict[str, float] = {}
