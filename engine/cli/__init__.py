@@ -90,6 +90,7 @@ def _register() -> None:
     from ..tooling.sandbox.command import sandbox
     from ..tooling.scenarios.command import record_command, replay_command
     from . import db, demo, dispatch, orders, outbox, review
+    from .history import history
 
     for command in (
         sandbox,
@@ -102,6 +103,7 @@ def _register() -> None:
         outbox.outbox,
         review.chart,
         review.schema,
+        history,
     ):
         main.add_command(command)
 
