@@ -106,7 +106,26 @@ def measure_replay(url: str) -> dict[str, Any]:
     return {"history_replay_orders_per_s": round(totals.replayed / elapsed)}
 
 
-MEASURES: dict[str, Callable[[str], dict[str, Any]]] = {"replay": measure_replay}
+def measure_jeopardy(url: str) -> dict[str, Any]:
+    from kci_engine.history.jeopardy import find_jeopardy, gauges
+
+    # A day after the build: every rule has something to find (undelivered KCIs too).
+    now = datetime.now(UTC) + timedelta(days=1)
+    orders = _orders(url)
+    with SqlStore(url, read_only=True) as store:
+        started = time.perf_counter()
+        found = list(find_jeopardy(store, now=now))
+        elapsed = time.perf_counter() - started
+    return {
+        "jeopardy_scan_orders_per_s": round(orders / elapsed),
+        "jeopardy_found": gauges(found),
+    }
+
+
+MEASURES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "replay": measure_replay,
+    "jeopardy": measure_jeopardy,
+}
 
 
 def child(name: str, url: str) -> dict[str, Any]:

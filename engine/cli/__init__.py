@@ -91,6 +91,7 @@ def _register() -> None:
     from ..tooling.scenarios.command import record_command, replay_command
     from . import db, demo, dispatch, orders, outbox, review
     from .history import history
+    from .jeopardy import jeopardy_command
 
     for command in (
         sandbox,
@@ -104,6 +105,7 @@ def _register() -> None:
         review.chart,
         review.schema,
         history,
+        jeopardy_command,
     ):
         main.add_command(command)
 
