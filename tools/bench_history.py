@@ -122,9 +122,21 @@ def measure_jeopardy(url: str) -> dict[str, Any]:
     }
 
 
+def measure_reconcile(url: str) -> dict[str, Any]:
+    from kci_engine.history.reconcile import reconcile
+
+    orders = _orders(url)
+    with SqlStore(url, read_only=True) as store:
+        started = time.perf_counter()
+        out_of_step = sum(1 for _ in reconcile(store))
+        elapsed = time.perf_counter() - started
+    return {"reconcile_orders_per_s": round(orders / elapsed), "reconcile_out_of_step": out_of_step}
+
+
 MEASURES: dict[str, Callable[[str], dict[str, Any]]] = {
     "replay": measure_replay,
     "jeopardy": measure_jeopardy,
+    "reconcile": measure_reconcile,
 }
 
 

@@ -92,6 +92,7 @@ def _register() -> None:
     from . import db, demo, dispatch, orders, outbox, review
     from .history import history
     from .jeopardy import jeopardy_command
+    from .reconcile import reconcile_command
 
     for command in (
         sandbox,
@@ -106,6 +107,7 @@ def _register() -> None:
         review.schema,
         history,
         jeopardy_command,
+        reconcile_command,
     ):
         main.add_command(command)
 

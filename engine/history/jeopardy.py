@@ -44,6 +44,7 @@ from ..errors import ConfigurationError
 from ..orders import SPECS
 from ..store.sql import SqlStore
 from ..store.tables import DeliveryState
+from ._facts import at_ms, entered_at, iso, owing, wire_time
 from ._scan import PAGE, StoredOrder, scan
 from .calendar import WorkingCalendar
 
@@ -142,8 +143,8 @@ class Jeopardy:
             "order_type": self.order_type,
             "status": self.status,
             "rule": self.rule,
-            "since": _iso(self.since),
-            "due": _iso(self.due),
+            "since": iso(self.since),
+            "due": iso(self.due),
             "overdue_s": int(self.overdue(now).total_seconds()),
             "detail": self.detail,
             "next_events": list(self.next_events),
@@ -287,9 +288,9 @@ def _check(
             yield item("kci_undelivered", since, due, detail, action)
     if not open_order:
         return
-    entered = _entered(stored, status)
+    entered = entered_at(stored, status)
     calendar = rules.calendar
-    if "kci_owed" in enabled and status in _owing(spec):
+    if "kci_owed" in enabled and status in owing(spec):
         due = calendar.add_working_hours(entered, rules.kci_owed_working_hours)
         if now > due:
             answers = _answers(spec, status)
@@ -297,7 +298,7 @@ def _check(
                 "kci_owed",
                 entered,
                 due,
-                f"waiting for the supplier's answer in {status} since {_iso(entered)}",
+                f"waiting for the supplier's answer in {status} since {iso(entered)}",
                 "send the KCI that answers the tenant",
                 answers,
             )
@@ -312,14 +313,14 @@ def _check(
                 "date_passed",
                 when,
                 when,
-                f"{name} {_iso(when)} has passed and the order is {status}",
+                f"{name} {iso(when)} has passed and the order is {status}",
                 "complete it, or tell the tenant the new date (delay or update with a new "
                 "targetDate)",
                 (Event.COMPLETE, Event.DELAY, Event.UPDATE),
             )
     if "waiting_without_kci" in enabled and status in rules.waiting_statuses:
         last_kci = max(
-            (_at(e["applied_at_ms"]) for e in stored.events if e["kci_ids"] != "[]"),
+            (at_ms(e["applied_at_ms"]) for e in stored.events if e["kci_ids"] != "[]"),
             default=entered,
         )
         since = max(entered, last_kci)
@@ -329,19 +330,19 @@ def _check(
                 "waiting_without_kci",
                 since,
                 due,
-                f"{status} since {_iso(entered)}, no KCI since {_iso(since)}",
+                f"{status} since {iso(entered)}, no KCI since {iso(since)}",
                 "keep the tenant informed (an UPDATE), or move the order on",
                 (Event.UPDATE, Event.RESUME, Event.ADD_INFORMATION),
             )
     if "appointment_passed" in enabled and document is not None:
         end = _appointment_end(document)
-        last_event = _at(stored.events[-1]["applied_at_ms"]) if stored.events else entered
+        last_event = at_ms(stored.events[-1]["applied_at_ms"]) if stored.events else entered
         if end is not None and end < now and last_event < end:
             yield item(
                 "appointment_passed",
                 end,
                 end,
-                f"the appointment ended {_iso(end)} and nothing has happened since",
+                f"the appointment ended {iso(end)} and nothing has happened since",
                 "complete it, or reappoint (reappointed, request_reappointment)",
                 (Event.COMPLETE, Event.REAPPOINTED, Event.REQUEST_REAPPOINTMENT),
             )
@@ -354,7 +355,7 @@ def _undelivered(
     if not waiting:
         return None
     oldest = waiting[0]  # outbox rows come in sequence order
-    since = _at(oldest["created_at_ms"])
+    since = at_ms(oldest["created_at_ms"])
     due = since + timedelta(minutes=rules.undelivered_minutes)
     if now <= due:
         return None
@@ -369,27 +370,6 @@ def _undelivered(
     if len(waiting) > 1:
         detail += f"; {len(waiting) - 1} more KCI(s) wait behind it"
     return since, due, detail, action
-
-
-def _entered(stored: StoredOrder, status: str) -> datetime:
-    """When the order last entered ``status`` (an event that moved it there)."""
-    for event in reversed(stored.events):
-        if event["status_after"] == status and event["status_before"] != status:
-            return _at(event["applied_at_ms"])
-    return _at(stored.row["created_at_ms"])
-
-
-@cache
-def _owing(spec: OrderTypeSpec) -> frozenset[str]:
-    """The statuses in which the supplier owes the tenant a KCI: where a tenant-placed order
-    starts, and where a step puts it without a KCI of its own (a request taken with a 202)."""
-    owing = {spec.chart.initial} if spec.placed_by_tenant else set()
-    owing |= {
-        edge.dest
-        for edge in spec.edges
-        if edge.step.reason is None and not edge.step.told_by_gateway and not edge.internal
-    }
-    return frozenset(owing)
 
 
 @cache
@@ -408,7 +388,7 @@ def _date_passed(document: Mapping[str, Any], now: datetime) -> tuple[str, datet
     passed = [
         (when, name)
         for name in ("committedDate", "targetDate")
-        if (when := _wire_time(document.get(name))) is not None and when < now
+        if (when := wire_time(document.get(name))) is not None and when < now
     ]
     if not passed:
         return None
@@ -418,25 +398,7 @@ def _date_passed(document: Mapping[str, Any], now: datetime) -> tuple[str, datet
 
 def _appointment_end(document: Mapping[str, Any]) -> datetime | None:
     slot = document.get("appointmentTimeslot")
-    return _wire_time(slot.get("timeslotEndDateTime")) if isinstance(slot, Mapping) else None
-
-
-def _wire_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return wire_time(slot.get("timeslotEndDateTime")) if isinstance(slot, Mapping) else None
 
 
 def _aware(moment: datetime) -> datetime:
