@@ -28,7 +28,7 @@ from kci_engine.orders import SPECS
 from kci_engine.store.sql import SqlStore
 from kci_engine.store.tables import EVENTS, ORIGINS, OUTBOX
 from kci_engine.tooling.demo import play
-from kci_engine.tooling.testing import sequential_ids
+from kci_engine.tooling.testing import provide_order, sequential_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,3 +190,102 @@ def test_the_chart_version_changes_with_the_chart_and_nothing_else() -> None:
     assert len({s.version for s in SPECS.values()}) == 4
     result = CliRunner().invoke(main, ["history", "version", "--json"])
     assert json.loads(result.output) == {t.value: SPECS[t].version for t in SPECS}
+
+
+def test_replay_jeopardy_and_reconcile_read_every_backend(db_url: str) -> None:
+    """The same scans on SQLite and PostgreSQL, through a read-only store, pages of 3 orders."""
+    from kci_engine.history.jeopardy import find_jeopardy
+    from kci_engine.history.reconcile import Why, reconcile
+
+    with SqlStore(db_url) as store:
+        list(play(Engine(store, new_id=sequential_ids())))
+    with SqlStore(db_url, read_only=True) as store:
+        results = list(replay_history(store, page=3))
+        assert [r.outcome for r in results] == [Outcome.IDENTICAL] * 8
+        assert [r.order_id for r in results] == sorted(r.order_id for r in results)
+        out_of_step = list(reconcile(store, page=3))
+        jeopardy = list(find_jeopardy(store, page=3))
+    # Nothing was delivered: every order's KCIs are in flight, and every demo order ends final.
+    assert len(out_of_step) == 8
+    assert {r.why for r in out_of_step} == {(Why.IN_FLIGHT,)}
+    assert {j.rule for j in jeopardy} <= {"kci_undelivered"}
+
+
+def test_a_refused_event_of_an_open_order_and_a_lost_201_answer_say_what_to_do(
+    sqlite_url: str,
+) -> None:
+    with SqlStore(sqlite_url) as store:
+        engine = Engine(store)
+        key = engine.accept_order(OrderType.PROVIDE, provide_order(1))
+        engine.apply(key, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S-1"}})
+        engine.apply(key, Event.UPDATE, {"order": {"notes": "survey booked"}})
+        engine.accept_order(
+            OrderType.PROVIDE,
+            provide_order(
+                2,
+                supplierOrderReference="S-2",
+                committedDate="2026-12-01T08:00:00.000Z",
+                targetDate="2026-12-01T08:00:00.000Z",
+            ),
+            answered_with="IN_PROGRESS",
+        )
+    _, problems = _replay(
+        sqlite_url, specs=_changed(OrderType.PROVIDE, Event.UPDATE, None, drop=True)
+    )
+    [open_order] = problems
+    assert open_order.outcome is Outcome.REFUSED  # type: ignore[attr-defined]
+    assert open_order.detail.startswith("event 3 ('update' in status ACKNOWLEDGED)")  # type: ignore[attr-defined]
+    assert "still open (ACKNOWLEDGED)" in open_order.advice  # type: ignore[attr-defined]
+    no_201 = _changed(OrderType.PROVIDE, Event.COMMITTED_IN_201, None, drop=True)
+    _, problems = _replay(sqlite_url, specs=no_201)
+    [answered] = problems
+    assert "no synchronous 201 answer with status IN_PROGRESS" in answered.detail  # type: ignore[attr-defined]
+
+
+def test_a_long_diff_is_cut_and_the_command_shows_progress_and_versions(
+    demo_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kci_engine.history import replay as module
+
+    monkeypatch.setattr(module, "MAX_DIFF_LINES", 3)
+    with sa.create_engine(demo_db).begin() as conn:
+        conn.execute(
+            OUTBOX.update().values(
+                issued_on="x", body=sa.func.replace(OUTBOX.c.body, "TENANT1", "TENANT9")
+            )
+        )
+    _, problems = _replay(demo_db, order_ids=["TENANT1:1001"])
+    [changed] = problems
+    assert len(changed.diff) == 4  # type: ignore[attr-defined]
+    assert changed.diff[-1].endswith("more diff lines")  # type: ignore[attr-defined]
+    shown = CliRunner().invoke(
+        main,
+        [
+            "history",
+            "replay",
+            "--db",
+            demo_db,
+            "--progress",
+            "--orders",
+            "TENANT1:1002",
+            "--since",
+            "2000-01-01",
+        ],
+    )
+    assert "replaying" in shown.output
+    assert "orders replayed 1: identical 0, different 1" in shown.output
+    versions = CliRunner().invoke(main, ["history", "version"])
+    assert f"provide            {SPECS[OrderType.PROVIDE].version}" in versions.output
+
+
+def test_a_scan_page_must_be_a_positive_integer(demo_db: str) -> None:
+    from kci_engine.errors import ConfigurationError
+    from kci_engine.history._facts import wire_time
+
+    with (
+        SqlStore(demo_db, read_only=True) as store,
+        pytest.raises(ConfigurationError, match="page"),
+    ):
+        list(replay_history(store, page=0))
+    assert wire_time("soon") is None
+    assert wire_time(None) is None

@@ -248,3 +248,29 @@ def test_the_command_lists_worst_first_and_prints_json_and_gauges(
     bad = runner.invoke(main, ["jeopardy", "--db", christmas, "--rules", str(tmp_path / "no")])
     assert bad.exit_code == 1
     assert bad.output.startswith("Error: jeopardy rules")
+
+
+def test_a_kci_still_retrying_with_more_behind_it_and_a_naive_now(christmas: str) -> None:
+    with sa.create_engine(christmas).begin() as conn:
+        conn.execute(
+            OUTBOX.update()
+            .where(OUTBOX.c.order_id == "TENANT1:3")
+            .values(delivery_state="PENDING", attempts=2, created_at_ms=0)
+        )
+    found = _found(christmas, at(2026, 12, 29, 10, 30))
+    [late] = [j for j in found if j.rule == "kci_undelivered"]
+    assert (
+        late.detail
+        == "KCI #1 ACKNOWLEDGED undelivered after 2 attempt(s); 2 more KCI(s) wait behind it"
+    )
+    assert "kci-engine outbox status" in late.action
+    with (
+        SqlStore(christmas, read_only=True) as store,
+        pytest.raises(ConfigurationError, match="no timezone"),
+    ):
+        jeopardy(store, now=datetime(2026, 12, 29))
+    rules = parse_rules("[calendar]\nclosures = [2026-12-29]\n")
+    assert rules.calendar.holiday(date(2026, 12, 29)) == "closure"
+    assert repr(rules.calendar) == (
+        "WorkingCalendar('england-and-wales', opens=08:00, closes=18:00, timezone='Europe/London')"
+    )

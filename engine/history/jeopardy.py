@@ -302,10 +302,8 @@ def _check(
                 "send the KCI that answers the tenant",
                 answers,
             )
-    document: dict[str, Any] | None = None
-    if "date_passed" in enabled or "appointment_passed" in enabled:
-        document = json.loads(row["document"])
-    if "date_passed" in enabled and document is not None:
+    document: dict[str, Any] = json.loads(row["document"])
+    if "date_passed" in enabled:
         passed = _date_passed(document, now)
         if passed is not None:
             name, when = passed
@@ -334,7 +332,7 @@ def _check(
                 "keep the tenant informed (an UPDATE), or move the order on",
                 (Event.UPDATE, Event.RESUME, Event.ADD_INFORMATION),
             )
-    if "appointment_passed" in enabled and document is not None:
+    if "appointment_passed" in enabled:
         end = _appointment_end(document)
         last_event = at_ms(stored.events[-1]["applied_at_ms"]) if stored.events else entered
         if end is not None and end < now and last_event < end:

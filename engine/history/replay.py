@@ -294,24 +294,18 @@ def normalise(body: Mapping[str, Any], ids: dict[str, str]) -> dict[str, Any]:
     return {**body, "id": label, "issuedOn": "<issuedOn>"}  # shallow: bodies are only read
 
 
-def _dumps(step: dict[str, Any] | None) -> list[str]:
-    if step is None:
-        return []
+def _dumps(step: dict[str, Any]) -> list[str]:
     return json.dumps(step, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
 
 def _diff(stored: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Where the two transcripts differ, event by event: a heading naming the event, then a
-    unified diff of that event's status and KCI bodies."""
+    """Where the two transcripts (one step per event, as many on each side) differ, event by
+    event: a heading naming the event, then a unified diff of its status and KCI bodies."""
     lines: list[str] = []
-    for number in range(max(len(stored), len(replayed))):
-        was = stored[number] if number < len(stored) else None
-        now = replayed[number] if number < len(replayed) else None
+    for number, (was, now) in enumerate(zip(stored, replayed, strict=True), 1):
         if was == now:
             continue
-        step = was if was is not None else now
-        assert step is not None
-        lines.append(f"event {number + 1} '{step['event']}':")
+        lines.append(f"event {number} '{was['event']}':")
         body = difflib.unified_diff(
             _dumps(was), _dumps(now), fromfile="stored", tofile="replay", lineterm="", n=1
         )
