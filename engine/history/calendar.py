@@ -35,7 +35,8 @@ class WorkingCalendar:
 
     Args:
         nation: ``england-and-wales`` (default), ``scotland`` or ``northern-ireland``.
-        opens, closes: the working hours each working day, local time (default 08:00 to 18:00).
+        opens: when working hours begin each working day, local time (default 08:00).
+        closes: when they end (default 18:00).
         timezone: the zone working hours are kept in (default ``Europe/London``).
         closures: more days that are not working days (a company shutdown).
 

@@ -114,7 +114,9 @@ class Jeopardy:
     """One order in jeopardy under one rule.
 
     Attributes:
-        order_id, order_type, status: the order and where it is.
+        order_id: the order.
+        order_type: its type.
+        status: its status.
         rule: which rule (one of :data:`RULES`).
         since: when the rule's clock started (the event, date or KCI it counts from).
         due: when the order went into jeopardy (``since`` plus the rule's allowance).

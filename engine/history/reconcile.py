@@ -86,7 +86,8 @@ class Reconciliation:
     """One order out of step.
 
     Attributes:
-        order_id, order_type: the order.
+        order_id: the order.
+        order_type: its type.
         told: what the tenant was last told (the last KCI the gateway accepted, or what the
             gateway told them itself).
         actual: the order's current state (its last KCI produced, delivered or not).

@@ -268,7 +268,8 @@ class _Run:
                 kind, data = sync, NO_DATA
             else:
                 kind = parse_event(name)
-                data = EventData.model_validate(json.loads(event["data"]))
+                given = event["data"]
+                data = NO_DATA if given == "{}" else EventData.model_validate(json.loads(given))
             firing = Firing(self.spec, self.record, kind, data, now, self.new_id)
             self.spec.machine.fire(firing)
         except EngineError as exc:
