@@ -43,6 +43,7 @@ from ..errors import EngineError
 from ..orders import SPECS
 from ..store.sql import SqlStore
 from ._scan import PAGE, StoredOrder, scan
+from .normalise import normalise
 
 __all__ = [
     "Outcome",
@@ -283,16 +284,6 @@ def _step(
     event: str, status: str, bodies: list[dict[str, Any]], ids: dict[str, str]
 ) -> dict[str, Any]:
     return {"event": event, "status": status, "kcis": [normalise(b, ids) for b in bodies]}
-
-
-def normalise(body: Mapping[str, Any], ids: dict[str, str]) -> dict[str, Any]:
-    """A KCI body as golden transcripts hold it: its id ``<kci N>`` (N counting the order's
-    KCIs in ``ids``), its issuedOn ``<issuedOn>``; everything else as it is."""
-    kci_id = body["id"]
-    label = ids.get(kci_id)
-    if label is None:
-        label = ids[kci_id] = f"<kci {len(ids) + 1}>"
-    return {**body, "id": label, "issuedOn": "<issuedOn>"}  # shallow: bodies are only read
 
 
 def _dumps(step: dict[str, Any]) -> list[str]:
