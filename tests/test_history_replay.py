@@ -289,3 +289,42 @@ def test_a_scan_page_must_be_a_positive_integer(demo_db: str) -> None:
         list(replay_history(store, page=0))
     assert wire_time("soon") is None
     assert wire_time(None) is None
+
+
+def test_a_baseline_reports_open_orders_that_would_lose_their_next_events(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from kci_engine.history.replay import baselines
+
+    with SqlStore(sqlite_url) as store:
+        engine = Engine(store)
+        key = engine.accept_order(OrderType.PROVIDE, provide_order(1))
+        engine.apply(key, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S-1"}})
+        done = engine.accept_order(OrderType.PROVIDE, provide_order(2))
+        engine.apply(
+            done, Event.REJECT, {"problem_code": "INVALID_REQUEST", "text": "no such address"}
+        )
+    charts = CliRunner().invoke(main, ["history", "version", "--charts"])
+    deployed = tmp_path / "deployed.json"
+    deployed.write_text(charts.output, encoding="utf-8")
+    assert json.loads(charts.output)["provide"]["version"] == SPECS[OrderType.PROVIDE].version
+    no_warning = _changed(OrderType.PROVIDE, Event.WARN, None, drop=True)
+    totals, problems = _replay(
+        sqlite_url, specs=no_warning, baseline=baselines(deployed.read_text())
+    )
+    [narrowed] = problems
+    assert narrowed.outcome is Outcome.NARROWED  # type: ignore[attr-defined]
+    assert narrowed.order_id == key  # type: ignore[attr-defined]
+    assert narrowed.detail == "in ACKNOWLEDGED the deployed chart allows warn; the new one does not"  # type: ignore[attr-defined]
+    assert totals.problems == 1
+    same = CliRunner().invoke(
+        main, ["history", "replay", "--db", sqlite_url, "--baseline", str(deployed)]
+    )
+    assert same.exit_code == 0, same.output
+    assert "identical 2, different 0, refused 0, narrowed 0" in same.output
+    deployed.write_text('{"provide": {}}', encoding="utf-8")
+    bad = CliRunner().invoke(
+        main, ["history", "replay", "--db", sqlite_url, "--baseline", str(deployed)]
+    )
+    assert bad.exit_code == 1
+    assert "not the output of `kci-engine history version --charts`" in bad.output

@@ -7,11 +7,21 @@ import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import TextIO
 
 import click
 
+from ..core.version import chart_summary
 from ..history._scan import count
-from ..history.replay import OrderReplay, Outcome, ReplayTotals, chart_versions, replay_history
+from ..history.replay import (
+    OrderReplay,
+    Outcome,
+    ReplayTotals,
+    baselines,
+    chart_versions,
+    replay_history,
+)
+from ..orders import SPECS
 from ._common import db_option, echo, open_store
 
 
@@ -46,8 +56,17 @@ def history() -> None:
 
 @history.command("version")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def version(as_json: bool) -> None:
+@click.option(
+    "--charts",
+    is_flag=True,
+    help="Print each chart's version and next events per status (JSON): a --baseline.",
+)
+def version(as_json: bool, charts: bool) -> None:
     """The chart version of each order type: a fingerprint of its chart and the contract."""
+    if charts:
+        summaries = {spec.order_type.value: chart_summary(spec) for spec in SPECS.values()}
+        click.echo(json.dumps(summaries, indent=2, sort_keys=True))
+        return
     versions = chart_versions()
     if as_json:
         click.echo(json.dumps(versions, sort_keys=True))
@@ -70,22 +89,36 @@ def version(as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line, the totals last.")
 @click.option(
+    "--baseline",
+    type=click.File("r", encoding="utf-8"),
+    help="The deployed charts (`kci-engine history version --charts` of the running version): "
+    "report open orders that would lose next events.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress bar on stderr (default: when stderr is a terminal).",
 )
 def replay(
-    db_url: str, orders: tuple[str, ...], since: str | None, as_json: bool, progress: bool | None
+    db_url: str,
+    orders: tuple[str, ...],
+    since: str | None,
+    as_json: bool,
+    baseline: TextIO | None,
+    progress: bool | None,
 ) -> None:
     """Re-run each order's stored events through this engine's machines and compare the KCIs
     with the outbox, body by body (ids and issuedOn normalised). Exit status 1 when any order
-    differs or is refused."""
+    differs or is refused (or, with --baseline, would lose next events)."""
     since_at = parse_instant(since, "--since")
+    deployed = None if baseline is None else baselines(baseline.read(), source=baseline.name)
     wanted = order_list(orders)
     totals = ReplayTotals()
     show = sys.stderr.isatty() if progress is None else progress
     with open_store(db_url, read_only=True) as store:
-        results: Iterator[OrderReplay] = replay_history(store, order_ids=wanted, since=since_at)
+        results: Iterator[OrderReplay] = replay_history(
+            store, order_ids=wanted, since=since_at, baseline=deployed
+        )
         if not as_json:
             versions = ", ".join(f"{t} {v}" for t, v in chart_versions().items())
             echo(f"chart versions: {versions}")

@@ -98,3 +98,17 @@ def chart_version(spec: OrderTypeSpec) -> str:
     digest.update(b"\n")
     digest.update(contract_text().encode())
     return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def chart_summary(spec: OrderTypeSpec) -> dict[str, Any]:
+    """What an order of ``spec``'s type may do next in each status, with the chart version: what
+    ``history replay --baseline`` compares the deployed chart against the new one by."""
+    return {
+        "version": spec.version,
+        "finals": sorted(spec.chart.finals),
+        "next_events": {
+            state.name: sorted(event.value for event in spec.allowed(state.name))
+            for state in spec.chart.states
+            if not state.final
+        },
+    }

@@ -12,6 +12,9 @@ An order's replay ends in one of four ways (:class:`Outcome`):
 - ``different``: a KCI body or a status differs (the diff says where, in the tenant's terms);
 - ``refused``: the current machine refuses an event the order went through (a status the
   order is in, or went through, is no longer reached that way);
+- ``narrowed``: given a baseline (the deployed charts, :func:`baselines`), the order replays
+  the same but is open in a status where the deployed chart allows events the current one
+  does not: its next events would be refused after the deploy;
 - ``skipped``: the order was created before chart versions were recorded (migration 0005) and
   its first document is kept nowhere.
 
@@ -39,16 +42,17 @@ from ..core.codes import OrderType
 from ..core.events import NO_DATA, RECEIVED, EventData, parse_event
 from ..core.records import OrderRecord
 from ..core.spec import OrderTypeSpec
-from ..errors import EngineError
+from ..errors import ConfigurationError, EngineError
 from ..orders import SPECS
 from ..store.sql import SqlStore
 from ._scan import PAGE, StoredOrder, scan
 from .normalise import normalise
 
 __all__ = [
-    "Outcome",
     "OrderReplay",
+    "Outcome",
     "ReplayTotals",
+    "baselines",
     "chart_versions",
     "replay_history",
     "replay_order",
@@ -64,6 +68,7 @@ class Outcome(StrEnum):
     IDENTICAL = "identical"
     DIFFERENT = "different"
     REFUSED = "refused"
+    NARROWED = "narrowed"
     SKIPPED = "skipped"
 
 
@@ -126,8 +131,8 @@ class ReplayTotals:
 
     @property
     def problems(self) -> int:
-        """Orders that differ or are refused: each one blocks a deploy."""
-        return self.outcomes[Outcome.DIFFERENT] + self.outcomes[Outcome.REFUSED]
+        """Orders that differ, are refused or lose next events: each one blocks a deploy."""
+        return sum(self.outcomes[o] for o in (Outcome.DIFFERENT, Outcome.REFUSED, Outcome.NARROWED))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +154,7 @@ def replay_history(
     order_ids: Iterable[str] | None = None,
     since: datetime | None = None,
     page: int = PAGE,
+    baseline: Mapping[str, Any] | None = None,
 ) -> Iterator[OrderReplay]:
     """Replay every stored order (or those in ``order_ids``, or those changed since ``since``)
     through ``specs``' machines, one order at a time, in constant memory.
@@ -160,6 +166,8 @@ def replay_history(
         order_ids: only these orders.
         since: only orders with an event at or after this time (timezone-aware).
         page: orders read per database round trip.
+        baseline: the deployed charts (``kci-engine history version --charts``, read with
+            :func:`baselines`): open orders that would lose next events are ``narrowed``.
 
     Yields:
         One :class:`OrderReplay` per order, in order-id order.
@@ -169,11 +177,13 @@ def replay_history(
     """
     since_ms = None if since is None else int(since.timestamp() * 1000)
     for stored in scan(store, order_ids=order_ids, since_ms=since_ms, page=page, origins=True):
-        yield replay_order(stored, specs)
+        yield replay_order(stored, specs, baseline)
 
 
 def replay_order(
-    stored: StoredOrder, specs: Mapping[OrderType, OrderTypeSpec] = SPECS
+    stored: StoredOrder,
+    specs: Mapping[OrderType, OrderTypeSpec] = SPECS,
+    baseline: Mapping[str, Any] | None = None,
 ) -> OrderReplay:
     """Replay one stored order (see the module's docstring)."""
     row = stored.row
@@ -223,6 +233,16 @@ def replay_order(
             advice="the same events would tell the tenant something else; if that is the change "
             "you meant, deploy: KCIs already sent stay as they are and the order's next KCIs "
             "follow the new chart (docs/history.md)",
+        )
+    lost = _lost(spec, run.record.status, baseline)
+    if lost:
+        status = run.record.status
+        return result(
+            Outcome.NARROWED,
+            events=len(stored.events),
+            detail=f"in {status} the deployed chart allows {', '.join(lost)}; the new one does not",
+            advice=f"if orders in {status} may still need {', '.join(lost)}, keep the step; "
+            "otherwise move them on with the deployed version before deploying (docs/history.md)",
         )
     return result(Outcome.IDENTICAL, events=len(stored.events))
 
@@ -305,6 +325,35 @@ def _diff(stored: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> tuple
     if len(lines) > MAX_DIFF_LINES:
         lines = [*lines[:MAX_DIFF_LINES], f"... {len(lines) - MAX_DIFF_LINES} more diff lines"]
     return tuple(lines)
+
+
+def baselines(text: str, *, source: str = "baseline") -> dict[str, Any]:
+    """The deployed charts, from the JSON ``kci-engine history version --charts`` printed.
+
+    Raises:
+        ConfigurationError: it is not that JSON.
+    """
+    try:
+        data = json.loads(text)
+        for summary in data.values():
+            if not isinstance(summary["next_events"], dict) or not summary["version"]:
+                raise TypeError(summary)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ConfigurationError(
+            f"{source}: not the output of `kci-engine history version --charts`"
+        ) from None
+    return dict(data)
+
+
+def _lost(spec: OrderTypeSpec, status: str, baseline: Mapping[str, Any] | None) -> list[str]:
+    """The events the deployed chart allows in ``status`` that this one does not."""
+    if baseline is None:
+        return []
+    deployed = baseline.get(spec.order_type.value)
+    if deployed is None or status not in deployed["next_events"]:
+        return []
+    now = {event.value for event in spec.allowed(status)}
+    return sorted(set(deployed["next_events"][status]) - now)
 
 
 def _refused_advice(spec: OrderTypeSpec, current: str, event: str, status: str) -> str:
