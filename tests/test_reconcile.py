@@ -130,12 +130,21 @@ def test_the_command_exits_non_zero_only_past_the_threshold(url: str) -> None:
     assert first["why"] == ["in flight"]
 
 
-def test_a_fully_delivered_demo_database_is_in_step(tmp_path: object, sqlite_url: str) -> None:
-    result = CliRunner().invoke(main, ["demo", "--db", sqlite_url])
+def test_the_demo_database_is_in_step_in_no_jeopardy_and_replays_identically(
+    sqlite_url: str,
+) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["demo", "--db", sqlite_url])
     assert result.exit_code == 0, result.output
-    reconciled = CliRunner().invoke(main, ["reconcile", "--db", sqlite_url])
+    reconciled = runner.invoke(main, ["reconcile", "--db", sqlite_url])
     assert reconciled.exit_code == 0, reconciled.output
     assert reconciled.output.startswith("0 order(s) out of step")
+    jeopardy = runner.invoke(main, ["jeopardy", "--db", sqlite_url])
+    assert jeopardy.exit_code == 0, jeopardy.output
+    assert jeopardy.output.startswith("0 in jeopardy at ")
+    replayed = runner.invoke(main, ["history", "replay", "--db", sqlite_url, "--progress"])
+    assert replayed.exit_code == 0, replayed.output
+    assert "orders replayed 8: identical 8" in replayed.output
 
 
 def test_a_naive_now_is_refused(url: str) -> None:
