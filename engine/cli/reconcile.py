@@ -28,9 +28,9 @@ from .history import parse_instant
 def reconcile_command(
     db_url: str, threshold_minutes: float, now: str | None, as_json: bool
 ) -> None:
-    """Each order the tenant's view of which is out of step with the truth: the status and
-    dates last told (the last KCI the gateway accepted) against the current ones, and why
-    (in flight, undelivered, dead-lettered, owed). Reads only."""
+    """What each tenant was last told against what is true: the orders out of step, and why
+    (in flight, undelivered, dead-lettered, owed). The status and dates last told come from the
+    last KCI the gateway accepted. Reads only."""
     at = parse_instant(now, "--now") or datetime.now(UTC)
     threshold = timedelta(minutes=threshold_minutes)
     reasons: Counter[str] = Counter()
