@@ -185,7 +185,7 @@ class Engine:
                 )
             self._fire(record, sync, NO_DATA, now)
         data = EventData(event_id=event_id)
-        entry = EventEntry(key, RECEIVED, event_id, "", record.status, (), data, now)
+        entry = EventEntry(key, RECEIVED, event_id, "", record.status, (), data, now, spec.version)
         try:
             self.store.create(record, [], entry)
         except OrderExists:
@@ -237,7 +237,15 @@ class Engine:
         kcis = self._fire(record, Event.CREATE, NO_DATA, now)
         data = EventData(event_id=event_id)
         entry = EventEntry(
-            key, Event.CREATE.value, event_id, "", record.status, _ids(kcis), data, now
+            key,
+            Event.CREATE.value,
+            event_id,
+            "",
+            record.status,
+            _ids(kcis),
+            data,
+            now,
+            spec.version,
         )
         try:
             self.store.create(record, kcis, entry)

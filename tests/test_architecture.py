@@ -17,6 +17,7 @@ from kci_engine.errors import EngineError
 
 ENGINE = Path(kci_engine.__file__).resolve().parent
 
+_BELOW_TOOLING = {"errors", "core", "orders", "store", "delivery", "_facade", "_net", "history"}
 #: Each part of the package and the parts it may import (itself always).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
@@ -26,9 +27,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "store": {"errors", "core"},
     "delivery": {"errors", "core", "store", "_net"},
     "_facade": {"errors", "core", "orders", "store"},
+    "history": {"errors", "core", "orders", "store"},
     "__init__": {"errors", "core", "orders", "store", "_facade"},
-    "tooling": {"errors", "core", "orders", "store", "delivery", "_facade", "_net", "__init__"},
-    "cli": {"errors", "core", "orders", "store", "delivery", "_facade", "_net", "tooling"},
+    "tooling": _BELOW_TOOLING | {"__init__"},
+    "cli": _BELOW_TOOLING | {"tooling"},
     "_launch": {"cli"},
 }
 

@@ -90,6 +90,9 @@ def _register() -> None:
     from ..tooling.sandbox.command import sandbox
     from ..tooling.scenarios.command import record_command, replay_command
     from . import db, demo, dispatch, orders, outbox, review
+    from .history import history
+    from .jeopardy import jeopardy_command
+    from .reconcile import reconcile_command
 
     for command in (
         sandbox,
@@ -102,6 +105,9 @@ def _register() -> None:
         outbox.outbox,
         review.chart,
         review.schema,
+        history,
+        jeopardy_command,
+        reconcile_command,
     ):
         main.add_command(command)
 

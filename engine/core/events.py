@@ -122,6 +122,8 @@ class EventEntry(NamedTuple):
         kci_ids: the KCIs it produced, in sequence order.
         data: the event data as given.
         applied_at: when the engine applied it.
+        chart_version: on an order's first entry, the version of the chart it was created
+            under (:attr:`OrderTypeSpec.version`); the SQL store records it with the order.
     """
 
     order_id: str
@@ -132,6 +134,7 @@ class EventEntry(NamedTuple):
     kci_ids: tuple[str, ...]
     data: EventData
     applied_at: datetime
+    chart_version: str | None = None
 
     def data_json(self) -> dict[str, Any]:
         """The fields of the event data that were given, JSON-ready."""

@@ -172,6 +172,14 @@ class OrderTypeSpec:
         common = set.intersection(*carried) if carried else set()
         return tuple(c for c in status_demands_any(self) if c in common)
 
+    @cached_property
+    def version(self) -> str:
+        """The chart version: a fingerprint of this chart and the contract tables
+        (:func:`~kci_engine.core.version.chart_version`), recorded on each order it creates."""
+        from .version import chart_version  # version imports this module's type only
+
+        return chart_version(self)
+
     def allowed(self, status: str) -> frozenset[Event]:
         """The events allowed in ``status``."""
         return self.machine.allowed(status)

@@ -54,6 +54,7 @@ from .db import (
     translate,
     translated,
 )
+from .origin import INSERT_ORIGIN, origin_row
 from .tables import EVENTS, ORDERS, OUTBOX, DeliveryState
 
 __all__ = ["DEFAULT_URL", "OutboxEntry", "SqlStore", "create_db_engine", "now_ms"]
@@ -588,6 +589,8 @@ class SqlStore:
         try:
             with self.writing() as runner:
                 runner.run(_INSERT_ORDER, row)
+                if entry.chart_version is not None:  # how it began, for `history replay`
+                    runner.run(INSERT_ORIGIN, origin_row(record, entry))
                 self._append(runner, kcis, entry, now, (record.document, document))
         except (self._integrity_error, IntegrityError):
             raise OrderExists(record.order_id) from None

@@ -132,12 +132,25 @@ class RepairRow(KciTable, table=True):
     repaired_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class OrderOriginRow(KciTable, table=True):
+    """How an order began, written with it and never changed: the chart version it was created
+    under and its document then. ``kci-engine history replay`` starts each order's replay from
+    here (``kci_order`` keeps only the latest document)."""
+
+    __tablename__ = "kci_order_origin"
+
+    order_id: str = Field(foreign_key="kci_order.order_id", primary_key=True, max_length=200)
+    chart_version: str = Field(max_length=64)
+    document: str = Field(sa_column=Column(Text, nullable=False))
+
+
 METADATA = KciTable.metadata
 ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 LEASES = DeliveryLeaseRow.__table__  # type: ignore[attr-defined]
 REPAIRS = RepairRow.__table__  # type: ignore[attr-defined]
+ORIGINS = OrderOriginRow.__table__  # type: ignore[attr-defined]
 
 
 class DeliveryState:

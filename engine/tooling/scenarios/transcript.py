@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...history.normalise import normalise
 from ...store.base import Store
 from .loader import SUFFIXES, TRANSCRIPT_SUFFIX, discover, load_scenario
 from .replay import Result, replay
@@ -53,7 +54,7 @@ def transcript(result: Result) -> dict[str, Any]:
                 message = message.replace(result.key, "<order>")
             entry["refused"] = {"error": type(outcome.error).__name__, "message": message}
         else:
-            entry["kcis"] = [_normalise(kci.body, ids) for kci in outcome.kcis]
+            entry["kcis"] = [normalise(kci.body, ids) for kci in outcome.kcis]
         steps.append(entry)
     return {
         "comment": COMMENT,
@@ -61,13 +62,6 @@ def transcript(result: Result) -> dict[str, Any]:
         "order_type": result.scenario.order_type.value,
         "steps": steps,
     }
-
-
-def _normalise(body: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
-    copy: dict[str, Any] = json.loads(json.dumps(body))
-    copy["id"] = ids.setdefault(copy["id"], f"<kci {len(ids) + 1}>")
-    copy["issuedOn"] = "<issuedOn>"
-    return copy
 
 
 def dumps(data: dict[str, Any]) -> str:
