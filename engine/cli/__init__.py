@@ -90,6 +90,7 @@ def _register() -> None:
     from ..tooling.sandbox.command import sandbox
     from ..tooling.scenarios.command import record_command, replay_command
     from . import db, demo, dispatch, orders, outbox, review
+    from .serve import serve as serve_command
 
     for command in (
         sandbox,
@@ -102,6 +103,7 @@ def _register() -> None:
         outbox.outbox,
         review.chart,
         review.schema,
+        serve_command,
     ):
         main.add_command(command)
 
