@@ -355,7 +355,7 @@ class SupplierApi:
         later, now = Event.AMENDMENT_RECEIVED in allowed, Event.AMENDED_IN_201 in allowed
         if not later and not now:
             raise RequestRefused(
-                422, _not_possible("amended", record, spec), order_id=record.order_id
+                422, _not_possible("amended", order_gid, record, spec), order_id=record.order_id
             )
         changes = _amendment_changes(spec, record, data)
         request = AmendmentRequest(
@@ -410,7 +410,9 @@ class SupplierApi:
         allowed = spec.allowed(record.status)
         later, now = Event.CANCELLATION_RECEIVED in allowed, Event.CANCELLED_IN_201 in allowed
         if not later and not now:
-            raise RequestRefused(422, _not_possible("cancelled", record, spec), order_id=key)
+            raise RequestRefused(
+                422, _not_possible("cancelled", order_gid, record, spec), order_id=key
+            )
         if record.status in self.no_cancellation_in:
             raise RequestRefused(
                 422,
@@ -643,8 +645,7 @@ def _amendment_changes(
     return changes
 
 
-def _not_possible(done: str, record: OrderRecord, spec: OrderTypeSpec) -> str:
-    gateway_id = record.document.get("id") or record.document.get("supplierOrderReference")
+def _not_possible(done: str, gateway_id: int, record: OrderRecord, spec: OrderTypeSpec) -> str:
     if (
         not any(
             edge.step.event in (Event.AMENDMENT_RECEIVED, Event.AMENDED_IN_201)
@@ -653,7 +654,7 @@ def _not_possible(done: str, record: OrderRecord, spec: OrderTypeSpec) -> str:
         and done == "amended"
     ):
         kind = spec.order_type.value.replace("_", " ")
-        return f"Order {gateway_id} is an {kind} order, which cannot be amended"
+        return f"Order {gateway_id} is an {kind}, which cannot be amended"
     if record.status == OrderStatus.PENDING_CANCELLATION:
         return f"Order {gateway_id} has a cancellation request in progress"
     return f"Order {gateway_id} is {record.status}: it can no longer be {done}"
