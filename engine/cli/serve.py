@@ -79,6 +79,7 @@ def serve(
     from ..inbound.server import ServeConfig
     from ..inbound.server import serve as run
     from ..inbound.service import SupplierApi
+    from ..tooling.sandbox.command import _stopped_by_signals  # the same graceful Ctrl-C
 
     logic = load_logic(logic_spec) if logic_spec else AnswerLater()
     auth = None if no_auth else load_serve_settings().authenticator()
@@ -90,4 +91,5 @@ def serve(
             echo(f"Supplier API on {url} (POST /service-orders, /service-order-amendments, "
                  "/service-order-cancellations); Ctrl-C stops it", err=True)  # fmt: skip
 
-        run(api, config, ready=ready)
+        with _stopped_by_signals():
+            run(api, config, ready=ready)

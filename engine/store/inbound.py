@@ -174,6 +174,18 @@ def owed_kcis(ledger: Ledger, store: Store, *, mark: bool = False) -> list[Owed]
     return found
 
 
+def owed_status(store: Store, *, limit: int = 20) -> dict[str, Any]:
+    """For ``kci-engine outbox status``: how many KCIs 202 answers owe, the oldest one's age, and
+    the oldest ``limit`` of them (reads only)."""
+    owed = owed_kcis(ledger_for(store), store)
+    now = datetime.now(UTC)
+    return {
+        "count": len(owed),
+        "oldest_age_s": owed[0].age_s(now) if owed else None,
+        "oldest": [item.to_json(now) for item in owed[:limit]],
+    }
+
+
 def ledger_for(store: Store) -> Ledger:
     """The ledger that keeps its answers beside ``store``'s orders.
 
