@@ -91,5 +91,5 @@ def serve(
             echo(f"Supplier API on {url} (POST /service-orders, /service-order-amendments, "
                  "/service-order-cancellations); Ctrl-C stops it", err=True)  # fmt: skip
 
-        with _stopped_by_signals():
+        with _stopped_by_signals("Supplier API"):
             run(api, config, ready=ready)

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ...errors import EngineError
 from .faults import ALL_FAULTS
+from .southbound import run_southbound, southbound_options
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -24,7 +26,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _stopped_by_signals() -> Iterator[None]:
+def _stopped_by_signals(what: str = "sandbox gateway") -> Iterator[None]:
     """Stop quietly (exit status 0) on SIGINT or SIGTERM.
 
     uvicorn handles both signals while it serves, shuts down gracefully, then raises the
@@ -35,7 +37,7 @@ def _stopped_by_signals() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo("sandbox gateway stopped", err=True)
+        click.echo(f"{what} stopped", err=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -94,6 +96,7 @@ def _stopped_by_signals() -> Iterator[None]:
     help="Append every accepted KCI body (first acceptance only) to FILE as JSON lines.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a host other than loopback.")
+@southbound_options
 def sandbox(
     host: str,
     port: int,
@@ -106,6 +109,7 @@ def sandbox(
     client_secret: str,
     record: Path | None,
     allow_remote: bool,
+    **southbound: Any,
 ) -> None:
     """Run a local stand-in for the Fibre Cafe Supplier Updates API until Ctrl+C."""
     from ..._net import is_loopback
@@ -131,6 +135,9 @@ def sandbox(
             record=record,
             allow_remote=allow_remote,
         )
+        if southbound["supplier_url"]:
+            ok = run_southbound(config, echo=click.echo, **southbound)
+            raise click.exceptions.Exit(0 if ok else 1)
         with _stopped_by_signals():
             serve(config, ready=ready)
     except EngineError as exc:

@@ -1,0 +1,83 @@
+"""A demonstration supplier: logic that answers some requests 201, some 202 and some 422, and
+a back office that later sends every KCI the 202s owe. The demo's round trip and the sandbox's
+southbound tests run it behind ``kci-engine serve``'s app."""
+
+from __future__ import annotations
+
+from .._facade import Engine
+from ..core.events import Event
+from ..inbound.decisions import (
+    Acknowledge,
+    AmendmentRequest,
+    Apply,
+    CancellationRequest,
+    Commit,
+    Later,
+    OrderDecision,
+    OrderRequest,
+    Reject,
+    RequestDecision,
+)
+from ..inbound.service import SupplierApi
+from ..store.inbound import AMENDMENT, ORDER
+from .testing import COMMIT_DATES
+
+
+class DemoLogic:
+    """Answers by the gateway id, so a run is reproducible: of every five orders one is
+    acknowledged at once, one committed at once, one refused (not in coverage) and two answered
+    later; amendments with an even id are applied at once where the status allows it;
+    cancellations with an odd id are applied at once."""
+
+    def decide_order(self, request: OrderRequest) -> OrderDecision:
+        reference = f"SUP-{request.gateway_id}"
+        match request.gateway_id % 5:
+            case 0:
+                return Acknowledge(reference)
+            case 1:
+                return Commit(reference, COMMIT_DATES["committedDate"], COMMIT_DATES["targetDate"])
+            case 2:
+                return Reject(f"UPRN of order {request.gateway_id} is not within our coverage area")
+            case _:
+                return Later()
+
+    def decide_amendment(self, request: AmendmentRequest) -> RequestDecision:
+        if request.gateway_id % 2 == 0 and request.can_apply_now:
+            return Apply(f"AMD-{request.gateway_id}")
+        return Later()
+
+    def decide_cancellation(self, request: CancellationRequest) -> RequestDecision:
+        if request.gateway_id % 2 == 1:
+            return Apply(f"CAN-{request.gateway_id}")
+        return Later()
+
+
+def answer_owed(api: SupplierApi) -> int:
+    """The back office: send every KCI the 202 answers owe (acknowledge the orders, accept the
+    amendments and cancellations). Returns how many debts it paid.
+
+    A create overtaken by a cancellation is settled by the cancellation's answer.
+    """
+    engine: Engine = api.engine
+    paid = 0
+    for owed in api.owed():
+        allowed = engine.allowed_events(owed.order_id)
+        if owed.kind == ORDER:
+            if Event.ACKNOWLEDGE not in allowed:
+                continue
+            reference = {"supplierOrderReference": f"SUP-{owed.gateway_id}"}
+            engine.apply(owed.order_id, Event.ACKNOWLEDGE, {"order": reference})
+        elif owed.kind == AMENDMENT:
+            engine.apply(
+                owed.order_id,
+                Event.ACCEPT_AMENDMENT,
+                {"amendment_id": owed.gateway_id, "order": {"notes": "Amended as asked"}},
+            )
+        else:
+            engine.apply(
+                owed.order_id,
+                Event.ACCEPT_CANCELLATION,
+                {"cancellation_id": owed.gateway_id, "problem_code": "CUSTOMER_CHANGED_MIND"},
+            )
+        paid += 1
+    return paid
