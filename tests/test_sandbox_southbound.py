@@ -17,7 +17,7 @@ from kci_engine.delivery.policy import RetryPolicy
 from kci_engine.errors import ConfigurationError
 from kci_engine.inbound import BearerTokens, ServeConfig, SupplierApi, running_server
 from kci_engine.store.sql import SqlStore
-from kci_engine.tooling.demo_supplier import DemoLogic, answer_owed
+from kci_engine.tooling.demo_supplier import DemoLogic, answer_owed, running_supplier
 from kci_engine.tooling.sandbox import SandboxConfig, running_sandbox
 from kci_engine.tooling.sandbox.southbound import Sent, Southbound
 
@@ -152,49 +152,22 @@ def test_the_sandbox_command_plays_the_gateway_against_a_running_supplier(
     """`kci-engine sandbox --supplier-url`: the supplier runs on its own (its API, a back office
     answering the 202s, its dispatcher delivering to the sandbox's port) while the command places
     orders and waits for every KCI owed."""
-    import threading
-
     from click.testing import CliRunner
     from kci_engine.cli import main
 
     port = _free_port()
-    stop = threading.Event()
     with (
         SqlStore(sqlite_url) as store,
-        running_server(
-            SupplierApi(Engine(store), DemoLogic()),
-            ServeConfig(port=0, auth=BearerTokens([TOKEN])),
-        ) as supplier,
+        running_supplier(store, token=TOKEN, gateway_url=f"http://127.0.0.1:{port}/v1") as supplier,
     ):
-        client = GatewayClient(f"http://127.0.0.1:{port}/v1", "sandbox-client", "sandbox-secret")
-        policy = RetryPolicy(base_s=0.01, cap_s=0.2, horizon_s=120, rng=random.Random(2))
-        dispatcher = Dispatcher(store, client, policy=policy, poll_s=0.02)
-
-        def back_office() -> None:
-            while not stop.wait(0.05):
-                answer_owed(supplier.api)
-
-        workers = [
-            threading.Thread(target=dispatcher.run),
-            threading.Thread(target=back_office),
-        ]
-        for worker in workers:
-            worker.start()
-        try:
-            result = CliRunner().invoke(
-                main,
-                [
-                    "sandbox", "--port", str(port), "--supplier-url", supplier.base_url,
-                    "--orders", "15", "--amend-rate", "0.5", "--cancel-rate", "0.4",
-                    "--supplier-token", TOKEN, "--wait", "60",
-                ],
-            )  # fmt: skip
-        finally:
-            stop.set()
-            dispatcher.stop()
-            for worker in workers:
-                worker.join(30)
-            client.close()
+        result = CliRunner().invoke(
+            main,
+            [
+                "sandbox", "--port", str(port), "--supplier-url", supplier.base_url,
+                "--orders", "15", "--amend-rate", "0.5", "--cancel-rate", "0.4",
+                "--supplier-token", TOKEN, "--wait", "60",
+            ],
+        )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "no disagreements; every KCI owed arrived" in result.output
     assert "order 202 x" in result.output
@@ -207,6 +180,7 @@ def test_the_sandbox_command_fails_on_a_supplier_that_never_answers_its_202s(
     from click.testing import CliRunner
     from kci_engine.cli import main
 
+    # A supplier whose back office never runs: built by hand, without running_supplier.
     with (
         SqlStore(sqlite_url) as store,
         running_server(
@@ -223,3 +197,16 @@ def test_the_sandbox_command_fails_on_a_supplier_that_never_answers_its_202s(
         )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "NEVER CAME order 3 (order 3): answered 202, owes ACKNOWLEDGED" in result.output
+
+
+def test_an_order_that_ended_owes_nothing_more() -> None:
+    southbound = Southbound("http://127.0.0.1:1", orders=1)
+    sent = [
+        Sent("order", 1, 1, 202, None),
+        Sent("amendment", 5, 1, 422, None),
+        Sent("cancellation", 9, 1, 201, {"supplierReference": "C"}),
+        Sent("order", 2, 2, 201, {"status": "ACKNOWLEDGED"}),
+        Sent("amendment", 6, 2, 202, None),
+    ]
+    ended = {"TENANT1:2": [_kci("CANCELLED", id=2)]}  # the supplier cancelled order 2 itself
+    assert southbound.check(sent, _timeline(ended)) == ([], [])

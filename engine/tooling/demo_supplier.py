@@ -4,6 +4,12 @@ southbound tests run it behind ``kci-engine serve``'s app."""
 
 from __future__ import annotations
 
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from .._facade import Engine
 from ..core.events import Event
 from ..inbound.decisions import (
@@ -20,6 +26,7 @@ from ..inbound.decisions import (
 )
 from ..inbound.service import SupplierApi
 from ..store.inbound import AMENDMENT, ORDER
+from ..store.sql import SqlStore
 from .testing import COMMIT_DATES
 
 
@@ -81,3 +88,64 @@ def answer_owed(api: SupplierApi) -> int:
             )
         paid += 1
     return paid
+
+
+@dataclass(frozen=True)
+class RunningSupplier:
+    """A demonstration supplier at work: its Supplier API at ``base_url``, answered by
+    :class:`DemoLogic`; a back office paying the 202s' debts; a dispatcher delivering the KCIs."""
+
+    base_url: str
+    api: SupplierApi
+
+
+@contextmanager
+def running_supplier(
+    store: SqlStore,
+    *,
+    token: str,
+    gateway_url: str | None = None,
+    client_id: str = "sandbox-client",
+    client_secret: str = "sandbox-secret",
+    seed: int = 0,
+) -> Iterator[RunningSupplier]:
+    """Run a demonstration supplier on ``store`` for the length of the ``with`` block: the
+    Supplier API on 127.0.0.1 (bearer ``token``), its back office, and (with ``gateway_url``) a
+    dispatcher delivering to that Supplier Updates API.
+
+    Raises:
+        EngineError: the server could not start.
+    """
+    from ..delivery.client import GatewayClient
+    from ..delivery.dispatcher import Dispatcher
+    from ..delivery.policy import RetryPolicy
+    from ..inbound.auth import BearerTokens
+    from ..inbound.server import ServeConfig, running_server
+
+    api = SupplierApi(Engine(store), DemoLogic())
+    stop = threading.Event()
+
+    def back_office() -> None:
+        while not stop.wait(0.02):
+            answer_owed(api)
+
+    with running_server(api, ServeConfig(port=0, auth=BearerTokens([token]))) as server:
+        workers = [threading.Thread(target=back_office, name="kci-demo-back-office")]
+        client = dispatcher = None
+        if gateway_url is not None:
+            client = GatewayClient(gateway_url, client_id, client_secret, timeout_s=5)
+            policy = RetryPolicy(base_s=0.01, cap_s=0.2, horizon_s=600, rng=random.Random(seed))
+            dispatcher = Dispatcher(store, client, policy=policy, concurrency=4, poll_s=0.02)
+            workers.append(threading.Thread(target=dispatcher.run, name="kci-demo-dispatcher"))
+        for worker in workers:
+            worker.start()
+        try:
+            yield RunningSupplier(server.base_url, api)
+        finally:
+            stop.set()
+            if dispatcher is not None:
+                dispatcher.stop()
+            for worker in workers:
+                worker.join(30)
+            if client is not None:
+                client.close()

@@ -1,13 +1,14 @@
 """The sandbox as the gateway's southbound side: it places orders, amendments and cancellations
 on a supplier's Supplier API and checks the KCIs that come back against the answers.
 
-Every 202 owes a KCI: a create ACKNOWLEDGED or ORDER_REJECTED (or, if a cancellation overtook
-it, CANCELLED or CANCELLATION_REJECTED); an amendment AMENDED or AMENDMENT_REJECTED naming it,
-unless the order ended first (decisions I7); a cancellation CANCELLED or CANCELLATION_REJECTED
-naming it. No 201 may be followed by the KCI it replaced: no ACKNOWLEDGED after a 201 create
-(nor COMMITTED after a 201 IN_PROGRESS), nothing naming an amendment or cancellation answered
-201, no CANCELLED after a 201 cancellation. The KCIs are the ones the sandbox gateway accepted
-(:class:`~.state.SandboxState`), so the supplier's dispatcher delivers them to this sandbox.
+Every 202 owes a KCI: a create ACKNOWLEDGED or ORDER_REJECTED (or the answer of a cancellation
+that overtook it); an amendment AMENDED or AMENDMENT_REJECTED naming it; a cancellation
+CANCELLED or CANCELLATION_REJECTED naming it. An order that ended first (a final KCI, or a 201
+cancellation) owes nothing more (decisions I7). No 201 may be followed by the KCI it replaced:
+no ACKNOWLEDGED after a 201 create (nor COMMITTED after a 201 IN_PROGRESS), nothing naming an
+amendment or cancellation answered 201, no CANCELLED after a 201 cancellation. The KCIs are the
+ones the sandbox gateway accepted (:class:`~.state.SandboxState`), so the supplier's dispatcher
+delivers them to this sandbox.
 """
 
 from __future__ import annotations
@@ -165,10 +166,10 @@ class Southbound:
             kcis = timeline(f"{self.tenant}:{one.order_gid}")
             reasons = [body.get("reasonCode") for body in kcis]
             label = f"{one.kind} {one.gateway_id} (order {one.order_gid})"
+            ended = one.order_gid in cancelled_by_201 or bool(_FINAL & set(reasons))
             if one.kind == ORDER:
-                _check_create(one, reasons, label, problems, owed)
+                _check_create(one, reasons, label, problems, owed, ended=ended)
             else:
-                ended = one.order_gid in cancelled_by_201 or bool(_FINAL & set(reasons))
                 _check_request(one, kcis, label, problems, owed, ended=ended)
         return problems, owed
 
@@ -188,11 +189,18 @@ class Southbound:
 
 
 def _check_create(
-    one: Sent, reasons: list[Any], label: str, problems: list[str], owed: list[str]
+    one: Sent,
+    reasons: list[Any],
+    label: str,
+    problems: list[str],
+    owed: list[str],
+    *,
+    ended: bool,
 ) -> None:
     if one.status == 202:
         if not reasons:
-            owed.append(f"{label}: answered 202, owes ACKNOWLEDGED or ORDER_REJECTED")
+            if not ended:  # else a 201 cancellation ended it before any KCI
+                owed.append(f"{label}: answered 202, owes ACKNOWLEDGED or ORDER_REJECTED")
         elif reasons[0] not in _ANSWERS_CREATE:
             problems.append(f"{label}: answered 202, but its first KCI is {reasons[0]}")
     elif one.status == 201:
