@@ -108,10 +108,12 @@ def running_supplier(
     client_id: str = "sandbox-client",
     client_secret: str = "sandbox-secret",
     seed: int = 0,
+    back_office: bool = True,
 ) -> Iterator[RunningSupplier]:
     """Run a demonstration supplier on ``store`` for the length of the ``with`` block: the
-    Supplier API on 127.0.0.1 (bearer ``token``), its back office, and (with ``gateway_url``) a
-    dispatcher delivering to that Supplier Updates API.
+    Supplier API on 127.0.0.1 (bearer ``token``), its back office (unless ``back_office`` is
+    false: the caller runs :func:`answer_owed` itself), and (with ``gateway_url``) a dispatcher
+    delivering to that Supplier Updates API.
 
     Raises:
         EngineError: the server could not start.
@@ -125,12 +127,14 @@ def running_supplier(
     api = SupplierApi(Engine(store), DemoLogic())
     stop = threading.Event()
 
-    def back_office() -> None:
+    def work() -> None:
         while not stop.wait(0.02):
             answer_owed(api)
 
     with running_server(api, ServeConfig(port=0, auth=BearerTokens([token]))) as server:
-        workers = [threading.Thread(target=back_office, name="kci-demo-back-office")]
+        workers = (
+            [threading.Thread(target=work, name="kci-demo-back-office")] if back_office else []
+        )
         client = dispatcher = None
         if gateway_url is not None:
             client = GatewayClient(gateway_url, client_id, client_secret, timeout_s=5)
