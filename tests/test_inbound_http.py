@@ -588,13 +588,13 @@ def test_a_body_too_large_is_413(served: Served) -> None:
     assert error_shape(served.post("/service-orders", body), 413, "MALFORMED_REQUEST")
 
 
-def test_the_order_is_named_in_no_log_line_with_its_credentials(
+def test_log_lines_trace_the_request_and_never_show_credentials(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG", logger="kci_engine")
     served.post("/service-orders", CREATE_EXAMPLE)
     served.post("/service-orders", CREATE_EXAMPLE, Authorization="Bearer leaked-guess")
-    assert caplog.records
+    assert "answered 202 (X-Request-ID 'req-1', X-Conversation-ID 'conv-1'" in caplog.text
     assert TOKEN not in caplog.text
     assert "leaked-guess" not in caplog.text
 

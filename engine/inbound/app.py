@@ -89,6 +89,17 @@ def create_app(
             except Exception:
                 log.exception("supplier api: %s failed", request.url.path)
                 return response(error_reply(500, "An unexpected supplier error occurred"))
+            # What support asks for on a ticket: the headers that trace the request (repr'd:
+            # they come from the caller). Never the Authorization header.
+            log.info(
+                "supplier api: POST %s answered %s (X-Request-ID %r, X-Conversation-ID %r, "
+                "Tenant %r)",
+                request.url.path,
+                reply.status,
+                headers.get("x-request-id"),
+                headers.get("x-conversation-id"),
+                headers.get("tenant"),
+            )
             return response(reply)
 
         return handle

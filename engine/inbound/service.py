@@ -288,7 +288,7 @@ class SupplierApi:
                 kind, tenant, gateway_id, fingerprint, _Outcome(refused, outcome.order_id)
             )
         reply = Reply(answered.status_code, answered.response)
-        log.info(
+        log.debug(
             "supplier api: %s %s of tenant %s answered %s", kind, gateway_id, tenant, reply.status
         )
         return reply
