@@ -491,27 +491,30 @@ def test_the_same_id_with_another_body_is_refused(served: Served) -> None:
 
 
 def _race(served: Served, path: str, body: Any, copies: int = 8) -> list[httpx.Response]:
-    barrier = threading.Barrier(copies)
-    answers: list[httpx.Response] = []
-    lock = threading.Lock()
+    """``copies`` of one request sent at once."""
+    return _at_once(served, path, [body] * copies)
+
+
+def _at_once(served: Served, path: str, bodies: list[Any]) -> list[httpx.Response]:
+    """Each body sent by its own client, all released together; the answers in body order."""
+    barrier = threading.Barrier(len(bodies))
+    answers: dict[int, httpx.Response] = {}
 
     def send(n: int) -> None:
         with httpx.Client(timeout=30) as client:
             barrier.wait()
-            response = client.post(
+            answers[n] = client.post(
                 served.url + path,
-                content=json.dumps(body).encode(),
+                content=json.dumps(bodies[n]).encode(),
                 headers={**HEADERS, "X-Request-ID": f"race-{n}"},
             )
-        with lock:
-            answers.append(response)
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(copies)]
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(bodies))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    return answers
+    return [answers[n] for n in range(len(bodies))]
 
 
 def test_racing_copies_of_one_request_get_one_answer_on_every_backend(db_url: str) -> None:
@@ -601,3 +604,21 @@ def test_log_lines_trace_the_request_and_never_show_credentials(
 
 def test_provide_order_helper_is_accepted_as_a_create(served: Served) -> None:
     assert served.post("/service-orders", provide_order(555)).status_code == 202
+
+
+def test_different_requests_racing_on_one_order_are_all_answered(db_url: str) -> None:
+    """Eight amendments of one order at once (distinct ids): each is answered (201 or 202, as
+    the logic says), none fails for having lost the race for the order's row."""
+    for served in _serve(db_url):
+        order_id = _acknowledged(served)
+        for n in range(8):
+            served.logic.amendments[500 + n] = Apply(f"123-{n}") if n % 2 else Later()
+        bodies = [{"id": 500 + n, "orderId": 123, "notes": f"Note {n}"} for n in range(8)]
+        answers = _at_once(served, "/service-order-amendments", bodies)
+        assert [r.status_code for r in answers] == [201 if n % 2 else 202 for n in range(8)]
+        record = served.engine.order(order_id)
+        assert record.status == "PENDING_AMENDMENT"
+        assert sorted(ref.id for ref in record.amendments) == [500, 502, 504, 506]
+        events = [e.event for e in served.engine.events(order_id)]
+        assert events.count("amended_in_201") == 4
+        assert events.count("amendment_received") == 4

@@ -32,6 +32,7 @@ from ..core.records import OrderRecord
 from ..core.spec import OrderTypeSpec
 from ..core.wire import format_datetime
 from ..errors import (
+    ConcurrencyConflict,
     ConfigurationError,
     DecisionNotAllowed,
     EngineError,
@@ -41,6 +42,7 @@ from ..errors import (
     RefusedEvent,
     RequestAnswered,
     RequestRefused,
+    StoreBusy,
 )
 from ..orders import SPECS
 from ..store.inbound import (
@@ -89,6 +91,8 @@ ORDER_TYPES: Mapping[str, OrderType] = {
     "MODIFY": OrderType.MODIFY,
 }
 TENANT_MAX = 50
+#: How many times a request that lost a race for its order is answered again.
+_CONFLICT_ATTEMPTS = 5
 _REASON_MAX = 30
 #: Fields of an amendment that name it or its order rather than change the order.
 _NOT_CHANGES = frozenset({"id", "orderId", "supplierOrderReference", "tenant"})
@@ -241,20 +245,42 @@ class SupplierApi:
         fingerprint = hashlib.sha256(
             json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
-        with self.ledger.exclusive():
-            prior = self.ledger.find(tenant, kind, gateway_id)
-            if prior is not None:
-                return _replay(prior, fingerprint)
+        attempt = 0
+        while True:
             try:
-                outcome = plan()
-            except RequestRefused as exc:
-                if exc.http_status != 422:
-                    return error_reply(exc.http_status, *exc.messages)
-                outcome = _Outcome(error_reply(422, *exc.messages), order_id=exc.order_id)
-            except DecisionNotAllowed as exc:
-                log.error("supplier logic: %s", exc.message)
-                return error_reply(500, exc.message)
-            return self._write(kind, tenant, gateway_id, fingerprint, outcome)
+                with self.ledger.exclusive():
+                    return self._answer_once(kind, tenant, gateway_id, fingerprint, plan)
+            except StoreBusy:
+                raise  # the store already waited its busy timeout: 503
+            except ConcurrencyConflict:
+                # Another request changed the order between this one's read and its write (two
+                # requests on one order at once, on PostgreSQL): nothing was written; answer it
+                # again from the order as it is now.
+                attempt += 1
+                if attempt >= _CONFLICT_ATTEMPTS:
+                    raise
+
+    def _answer_once(
+        self,
+        kind: str,
+        tenant: str,
+        gateway_id: int,
+        fingerprint: str,
+        plan: Callable[[], _Outcome],
+    ) -> Reply:
+        prior = self.ledger.find(tenant, kind, gateway_id)
+        if prior is not None:
+            return _replay(prior, fingerprint)
+        try:
+            outcome = plan()
+        except RequestRefused as exc:
+            if exc.http_status != 422:
+                return error_reply(exc.http_status, *exc.messages)
+            outcome = _Outcome(error_reply(422, *exc.messages), order_id=exc.order_id)
+        except DecisionNotAllowed as exc:
+            log.error("supplier logic: %s", exc.message)
+            return error_reply(500, exc.message)
+        return self._write(kind, tenant, gateway_id, fingerprint, outcome)
 
     def _write(
         self, kind: str, tenant: str, gateway_id: int, fingerprint: str, outcome: _Outcome
