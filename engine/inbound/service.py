@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -91,8 +93,9 @@ ORDER_TYPES: Mapping[str, OrderType] = {
     "MODIFY": OrderType.MODIFY,
 }
 TENANT_MAX = 50
-#: How many times a request that lost a race for its order is answered again.
-_CONFLICT_ATTEMPTS = 5
+#: How many times a request that lost a race for its order is answered again: each round one of
+#: the racers wins, so this bounds how many requests on one order may arrive at once.
+_CONFLICT_ATTEMPTS = 32
 _REASON_MAX = 30
 #: Fields of an amendment that name it or its order rather than change the order.
 _NOT_CHANGES = frozenset({"id", "orderId", "supplierOrderReference", "tenant"})
@@ -259,6 +262,7 @@ class SupplierApi:
                 attempt += 1
                 if attempt >= _CONFLICT_ATTEMPTS:
                     raise
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))  # de-synchronise racers
 
     def _answer_once(
         self,

@@ -29,7 +29,7 @@ from ..core.records import OrderRecord
 from ..errors import ConfigurationError, OrderNotFound, RequestAnswered
 from .base import Store
 from .memory import MemoryStore
-from .sql import SqlStore, now_ms
+from .sql import SqlStore
 from .tables import INBOUND
 
 ORDER = "order"
@@ -340,7 +340,3 @@ def _answered(row: Any) -> Answered:
         settled_at=_moment(row["settled_at_ms"]),
     )
 
-
-def now() -> datetime:
-    """The ledger's clock (milliseconds, as stored)."""
-    return datetime.fromtimestamp(now_ms() / 1000, UTC)
