@@ -107,3 +107,14 @@ def test_load_logic(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigurationError, match=says):
             load_logic(spec)
+
+
+def test_serve_names_the_extra_it_needs(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "kci_engine.inbound.server", raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # not installed
+    result = CliRunner().invoke(main, ["serve", "--db", sqlite_url, "--no-auth"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: kci-engine serve needs the serve extra (uvicorn is missing): "
+        "pip install 'kci-engine[serve]'"
+    )

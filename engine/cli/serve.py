@@ -76,9 +76,16 @@ def serve(
     from .._facade import Engine
     from ..inbound.auth import load_serve_settings
     from ..inbound.decisions import AnswerLater
-    from ..inbound.server import ServeConfig
-    from ..inbound.server import serve as run
     from ..inbound.service import SupplierApi
+
+    try:
+        from ..inbound.server import ServeConfig
+        from ..inbound.server import serve as run
+    except ImportError as exc:
+        raise click.ClickException(
+            f"kci-engine serve needs the serve extra ({exc.name} is missing): "
+            "pip install 'kci-engine[serve]'"
+        ) from None
     from ..tooling.sandbox.command import _stopped_by_signals  # the same graceful Ctrl-C
 
     logic = load_logic(logic_spec) if logic_spec else AnswerLater()

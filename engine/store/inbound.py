@@ -339,4 +339,3 @@ def _answered(row: Any) -> Answered:
         answered_at=answered_at,
         settled_at=_moment(row["settled_at_ms"]),
     )
-
