@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from kci_engine import Engine, Event
-from kci_engine.errors import ConfigurationError, OrderNotFound
+from kci_engine.errors import ConfigurationError, OrderNotFound, RequestRefused
 from kci_engine.inbound import (
     Acknowledge,
     AmendmentRequest,
@@ -332,12 +332,17 @@ def test_an_amendment_answered_202_owes_amended_or_rejected(served: Served) -> N
         234,
         "AMENDED or AMENDMENT_REJECTED",
     )
-    [kci] = served.engine.apply(
-        order_id, Event.ACCEPT_AMENDMENT, {"amendment_id": 234, "order": {"hazards": "string"}}
-    )
+    # The back office accepts it later: the changes the amendment asked for, applied then.
+    [kci] = served.api.accept_amendment("TENANT1", 234, {"text": "Engineer rebooked"})
     assert kci.reason_code == "AMENDED"
-    assert kci.body["provideServiceOrder"]["serviceOrderAmendmentId"] == 234
+    order = kci.body["provideServiceOrder"]
+    assert order["serviceOrderAmendmentId"] == 234
+    assert order["appointmentReservationReference"] == "A234X"
+    assert order["engineerTasks"] == ["TEST_SINGLE_DEVICE"]
+    assert kci.body["text"] == "Engineer rebooked"
     assert served.api.owed() == []
+    with pytest.raises(RequestRefused, match="no amendment 999"):
+        served.api.accept_amendment("TENANT1", 999)
 
 
 def test_the_documented_cancellation_answered_201_cancels_and_sends_no_kci(served: Served) -> None:

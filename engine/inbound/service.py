@@ -30,7 +30,7 @@ from .._facade import Engine, check_identifier
 from ..core._documents import apply_changes
 from ..core.codes import OrderStatus, OrderType, ProvideOrderType
 from ..core.events import Event
-from ..core.records import OrderRecord
+from ..core.records import Kci, OrderRecord
 from ..core.spec import OrderTypeSpec
 from ..core.wire import format_datetime
 from ..errors import (
@@ -122,6 +122,17 @@ class _Headers:
     request_id: str
     conversation_id: str
     tenant: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A request as the ledger keys and keeps it."""
+
+    kind: str
+    tenant: str
+    gateway_id: int
+    fingerprint: str
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,11 +259,12 @@ class SupplierApi:
         fingerprint = hashlib.sha256(
             json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
+        received = _Received(kind, tenant, gateway_id, fingerprint, dict(data))
         attempt = 0
         while True:
             try:
                 with self.ledger.exclusive():
-                    return self._answer_once(kind, tenant, gateway_id, fingerprint, plan)
+                    return self._answer_once(received, plan)
             except StoreBusy:
                 raise  # the store already waited its busy timeout: 503
             except ConcurrencyConflict:
@@ -264,17 +276,10 @@ class SupplierApi:
                     raise
                 time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))  # de-synchronise racers
 
-    def _answer_once(
-        self,
-        kind: str,
-        tenant: str,
-        gateway_id: int,
-        fingerprint: str,
-        plan: Callable[[], _Outcome],
-    ) -> Reply:
-        prior = self.ledger.find(tenant, kind, gateway_id)
+    def _answer_once(self, received: _Received, plan: Callable[[], _Outcome]) -> Reply:
+        prior = self.ledger.find(received.tenant, received.kind, received.gateway_id)
         if prior is not None:
-            return _replay(prior, fingerprint)
+            return _replay(prior, received.fingerprint)
         try:
             outcome = plan()
         except RequestRefused as exc:
@@ -284,21 +289,20 @@ class SupplierApi:
         except DecisionNotAllowed as exc:
             log.error("supplier logic: %s", exc.message)
             return error_reply(500, exc.message)
-        return self._write(kind, tenant, gateway_id, fingerprint, outcome)
+        return self._write(received, outcome)
 
-    def _write(
-        self, kind: str, tenant: str, gateway_id: int, fingerprint: str, outcome: _Outcome
-    ) -> Reply:
+    def _write(self, received: _Received, outcome: _Outcome) -> Reply:
         answered = Answered(
-            tenant=tenant,
-            kind=kind,
-            gateway_id=gateway_id,
-            fingerprint=fingerprint,
+            tenant=received.tenant,
+            kind=received.kind,
+            gateway_id=received.gateway_id,
+            fingerprint=received.fingerprint,
             order_id=outcome.order_id,
             status_code=outcome.reply.status,
             response=outcome.reply.body,
             owes=outcome.owes,
             answered_at=datetime.now(UTC),
+            request=received.body,
         )
         try:
             with self.engine.store.batch(), self.ledger.recording(answered) as slot:
@@ -307,21 +311,53 @@ class SupplierApi:
                     if body is not None:
                         slot.answered = answered = replace(answered, response=body)
         except RequestAnswered:
-            prior = self.ledger.find(tenant, kind, gateway_id)
+            prior = self.ledger.find(received.tenant, received.kind, received.gateway_id)
             assert prior is not None  # the copy that won committed it
-            return _replay(prior, fingerprint)
+            return _replay(prior, received.fingerprint)
         except (RefusedEvent, OrderExists, InvalidOrder, OrderNotFound) as exc:
             # The engine refused what the answer would do (the order moved since it was read):
             # the answer is that refusal, and nothing of the first answer was written.
-            refused = error_reply(422, _plain_message(exc))
-            return self._write(
-                kind, tenant, gateway_id, fingerprint, _Outcome(refused, outcome.order_id)
-            )
-        reply = Reply(answered.status_code, answered.response)
+            refused = error_reply(422, exc.message)
+            return self._write(received, _Outcome(refused, outcome.order_id))
         log.debug(
-            "supplier api: %s %s of tenant %s answered %s", kind, gateway_id, tenant, reply.status
+            "supplier api: %s %s of tenant %s answered %s",
+            received.kind,
+            received.gateway_id,
+            received.tenant,
+            answered.status_code,
         )
-        return reply
+        return Reply(answered.status_code, answered.response)
+
+    def accept_amendment(
+        self, tenant: str, amendment_id: int, data: Mapping[str, Any] | None = None
+    ) -> list[Kci]:
+        """Accept an amendment answered 202: apply the changes it asked for (against the order
+        as it is now, by the same rules as a 201) and send its AMENDED KCI.
+
+        Args:
+            tenant: the tenant that sent it.
+            amendment_id: its gateway id.
+            data: more event data for the KCI (``text``, ``supplier_notes``, ``amendment_reference``
+                and order changes of your own, which win over the amendment's).
+
+        Raises:
+            RequestRefused: 404, no amendment with that id was answered 202.
+            RefusedEvent: the engine refused it (it is no longer in flight, say).
+        """
+        answered = self.ledger.find(tenant, AMENDMENT, amendment_id)
+        if answered is None or answered.owes is None or answered.order_id is None:
+            raise RequestRefused(
+                404, f"no amendment {amendment_id} of tenant {tenant} was answered 202"
+            )
+        record = self.engine.store.load(answered.order_id)
+        changes = _amendment_changes(SPECS[record.order_type], record, answered.request or {})
+        given = dict(data or {})
+        event = {
+            **given,
+            "amendment_id": amendment_id,
+            "order": {**changes, **dict(given.get("order") or {})},
+        }
+        return self.engine.apply(answered.order_id, Event.ACCEPT_AMENDMENT, event)
 
     # --- what each request comes to ------------------------------------------------------------
 
@@ -702,10 +738,6 @@ def _replay(prior: Answered, fingerprint: str) -> Reply:
             "each request needs its own id",
         )
     return Reply(prior.status_code, prior.response)
-
-
-def _plain_message(exc: EngineError) -> str:
-    return exc.message
 
 
 def _none(_: object) -> None:

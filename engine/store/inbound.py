@@ -58,6 +58,7 @@ class Answered:
         owes: the KCI a 202 owes (``None`` for any other answer).
         answered_at: when it was answered.
         settled_at: when the owed KCI was found written (``None``: still owed, or nothing owed).
+        request: the request body as the gateway sent it (what a 202 leaves to do later).
     """
 
     tenant: str
@@ -70,6 +71,7 @@ class Answered:
     owes: str | None
     answered_at: datetime
     settled_at: datetime | None = None
+    request: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,7 @@ class SqlLedger:
             "owes": answered.owes,
             "answered_at_ms": _ms(answered.answered_at),
             "settled_at_ms": None,
+            "request": None if answered.request is None else json.dumps(answered.request),
         }
         integrity: Any = self.store.db.dialect.dbapi
         with self.store.writing() as runner:
@@ -338,4 +341,5 @@ def _answered(row: Any) -> Answered:
         owes=row["owes"],
         answered_at=answered_at,
         settled_at=_moment(row["settled_at_ms"]),
+        request=None if row["request"] is None else json.loads(row["request"]),
     )

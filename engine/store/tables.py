@@ -130,6 +130,7 @@ class InboundRequestRow(KciTable, table=True):
     owes: str | None = Field(default=None, max_length=64)
     answered_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     settled_at_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    request: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 INBOUND = InboundRequestRow.__table__  # type: ignore[attr-defined]

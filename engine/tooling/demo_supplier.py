@@ -75,11 +75,7 @@ def answer_owed(api: SupplierApi) -> int:
             reference = {"supplierOrderReference": f"SUP-{owed.gateway_id}"}
             engine.apply(owed.order_id, Event.ACKNOWLEDGE, {"order": reference})
         elif owed.kind == AMENDMENT:
-            engine.apply(
-                owed.order_id,
-                Event.ACCEPT_AMENDMENT,
-                {"amendment_id": owed.gateway_id, "order": {"notes": "Amended as asked"}},
-            )
+            api.accept_amendment(owed.tenant, owed.gateway_id)  # the changes it asked for
         else:
             engine.apply(
                 owed.order_id,

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("owes", sa.String(length=64), nullable=True),
         sa.Column("answered_at_ms", sa.BigInteger(), nullable=False),
         sa.Column("settled_at_ms", sa.BigInteger(), nullable=True),
+        sa.Column("request", sa.Text(), nullable=True),
     )
     op.create_index("ix_kci_inbound_request_owed", "kci_inbound_request", ["owes", "settled_at_ms"])
 
