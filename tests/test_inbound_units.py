@@ -251,3 +251,26 @@ def test_decisions_read_well() -> None:
     logic = AnswerLater()
     for decide in (logic.decide_order, logic.decide_amendment, logic.decide_cancellation):
         assert decide(None) == Later()  # type: ignore[arg-type]
+
+
+def test_a_201_create_that_breaks_the_contract_is_500_and_writes_nothing() -> None:
+    from kci_engine.inbound import Commit
+
+    api = SupplierApi(test_engine(), Fixed(order=Commit("S-1", "2026-12-01T08:00:00.000Z", "soon")))
+    reply = api.create_order(H, body(provide_order(1)))
+    assert reply.status == 500
+    assert reply.body is not None
+    assert "breaks the contract" in reply.body["messages"][0]
+    assert api.answered("TENANT1", "order", 1) is None
+    assert list(api.engine.store.order_ids()) == []
+
+
+def test_commit_dates_may_be_datetimes() -> None:
+    from kci_engine.inbound import Commit
+
+    day = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    api = SupplierApi(test_engine(), Fixed(order=Commit("S-1", day, day)))
+    reply = api.create_order(H, body(provide_order(1)))
+    assert reply.status == 201
+    assert reply.body is not None
+    assert reply.body["committedDate"] == reply.body["targetDate"] == "2026-12-10T09:00:00.000Z"

@@ -310,6 +310,9 @@ class SupplierApi:
                     body = outcome.action()
                     if body is not None:
                         slot.answered = answered = replace(answered, response=body)
+        except DecisionNotAllowed as exc:
+            log.error("supplier logic: %s", exc.message)
+            return error_reply(500, exc.message)  # nothing written: a retry is decided afresh
         except RequestAnswered:
             prior = self.ledger.find(received.tenant, received.kind, received.gateway_id)
             assert prior is not None  # the copy that won committed it
@@ -398,6 +401,13 @@ class SupplierApi:
                 )
             except OrderExists:
                 raise OrderExists(key) from None
+            except (RefusedEvent, InvalidOrder) as exc:
+                if answered_with is None:
+                    raise  # the order itself (checked before, so this is not expected)
+                raise DecisionNotAllowed(
+                    f"decide_order's {decision!r} for order {key} breaks the contract: "
+                    f"{exc.message}"
+                ) from None
             if answered_with is None:
                 return None
             document: dict[str, Any] = json.loads(json.dumps(self.engine.order(key).document))
