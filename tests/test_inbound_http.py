@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -627,3 +628,27 @@ def test_different_requests_racing_on_one_order_are_all_answered(db_url: str) ->
         events = [e.event for e in served.engine.events(order_id)]
         assert events.count("amended_in_201") == 4
         assert events.count("amendment_received") == 4
+
+
+def test_a_running_server_marks_the_debts_the_engine_has_paid(sqlite_url: str) -> None:
+    with SqlStore(sqlite_url) as store:
+        api = SupplierApi(Engine(store), Scripted())
+        config = ServeConfig(port=0, auth=BearerTokens([TOKEN]), settle_every_s=0.02)
+        with running_server(api, config) as handle:
+            sent = httpx.post(
+                handle.base_url + "/service-orders", json=CREATE_EXAMPLE, headers=HEADERS
+            )
+            assert sent.status_code == 202
+            api.engine.apply(
+                "TENANT1:123", Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "A"}}
+            )
+            deadline = time.monotonic() + 10
+            while (answered := api.answered("TENANT1", "order", 123)) is not None and (
+                answered.settled_at is None and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+            assert answered is not None
+            assert answered.settled_at is not None
+            assert api.ledger.open_debts() == []
+    with pytest.raises(ConfigurationError, match="settle_every_s"):
+        ServeConfig(port=0, allow_anonymous=True, settle_every_s=0)

@@ -3,6 +3,7 @@ thread for tests (:func:`running_server`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from .app import create_app
 from .auth import Authenticator
 from .service import SupplierApi
 
+log = logging.getLogger("kci_engine.inbound")
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 
@@ -27,7 +29,8 @@ class ServeConfig:
     """Where the Supplier API listens and who may call it.
 
     ``port`` 0 picks a free port. Without an authenticator the server answers anyone, which is
-    allowed only on loopback and when ``allow_anonymous`` asks for it.
+    allowed only on loopback and when ``allow_anonymous`` asks for it. Every ``settle_every_s``
+    seconds the server marks the 202 debts the engine has paid.
 
     Raises:
         ConfigurationError: naming the setting that is wrong.
@@ -37,12 +40,15 @@ class ServeConfig:
     port: int = 8080
     auth: Authenticator | None = None
     allow_anonymous: bool = False
+    settle_every_s: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ConfigurationError(f"port must be an integer, not {self.port!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port must be between 0 and 65535, not {self.port}")
+        if not self.settle_every_s > 0:
+            raise ConfigurationError(f"settle_every_s must be > 0, not {self.settle_every_s!r}")
         if self.auth is None:
             if not self.allow_anonymous:
                 raise ConfigurationError(
@@ -82,6 +88,20 @@ def _server(api: SupplierApi, config: ServeConfig, *, configure_logging: bool) -
     )
 
 
+def _settling(api: SupplierApi, every_s: float, done: threading.Event) -> None:
+    """Every ``every_s`` seconds until ``done``, mark the 202 debts the engine has paid (so
+    reading what is owed stays cheap however long the server runs)."""
+
+    def settle() -> None:
+        while not done.wait(every_s):
+            try:
+                api.owed()
+            except EngineError as exc:
+                log.warning("supplier api: could not read the owed KCIs: %s", exc.message)
+
+    threading.Thread(target=settle, name="kci-serve-settle", daemon=True).start()
+
+
 def _bound_url(server: uvicorn.Server) -> str:
     sockets = [sock for srv in server.servers for sock in (srv.sockets or ())]
     host, port = sockets[0].getsockname()[:2]
@@ -100,6 +120,8 @@ def running_server(api: SupplierApi, config: ServeConfig) -> Iterator[ServerHand
     server = _server(api, config, configure_logging=False)
     thread = threading.Thread(target=server.run, name="kci-supplier-api", daemon=True)
     thread.start()
+    done = threading.Event()
+    _settling(api, config.settle_every_s, done)
     try:
         deadline = time.monotonic() + _START_TIMEOUT
         while not server.started:
@@ -108,6 +130,7 @@ def running_server(api: SupplierApi, config: ServeConfig) -> Iterator[ServerHand
             time.sleep(0.005)
         yield ServerHandle(_bound_url(server), api)
     finally:
+        done.set()
         server.should_exit = True
         thread.join(_STOP_TIMEOUT)
 
@@ -129,8 +152,8 @@ def serve(api: SupplierApi, config: ServeConfig, *, ready: Callable[[str], None]
                 return
         ready(_bound_url(server))
 
-    watcher = threading.Thread(target=announce, name="kci-serve-ready", daemon=True)
-    watcher.start()
+    threading.Thread(target=announce, name="kci-serve-ready", daemon=True).start()
+    _settling(api, config.settle_every_s, done)
     try:
         server.run()
     except SystemExit:  # uvicorn exits when it cannot bind
