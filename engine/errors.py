@@ -17,6 +17,9 @@ Users catch these, never ``transitions.MachineError``, ``pydantic.ValidationErro
     ├── StoreError                   the database failed: names the cause and the database
     │   └── SchemaOutdated           the database's schema is older than this engine
     ├── ConfigurationError           a setting is missing or malformed
+    ├── RequestRefused               a Supplier API request is malformed, unknown or not possible
+    ├── RequestAnswered              a Supplier API request with this id was answered already
+    ├── DecisionNotAllowed           the supplier logic chose an answer the order's status refuses
     ├── ChartError                   an order-type chart is malformed (found when it is defined)
     ├── DeliveryError                delivery to the gateway cannot go on
     │   ├── CredentialsRejected      the gateway refused the client credentials or the token
@@ -196,6 +199,26 @@ class SchemaOutdated(StoreError):
 
 class ConfigurationError(EngineError):
     """A configuration value is missing or malformed."""
+
+
+class RequestRefused(EngineError):
+    """A Supplier API request is malformed (400), names no order the supplier has (404) or is
+    not possible (422); ``http_status`` and ``messages`` are the answer's."""
+
+    def __init__(self, http_status: int, *messages: str, order_id: str | None = None) -> None:
+        super().__init__("; ".join(messages), order_id=order_id)
+        self.http_status = http_status
+        self.messages = messages
+
+
+class RequestAnswered(EngineError):
+    """A Supplier API request with this tenant, kind and gateway id was answered already (by a
+    retry of it that raced this one): the first answer stands and is given again."""
+
+
+class DecisionNotAllowed(EngineError):
+    """The supplier's logic chose an answer the order's status does not allow (a 201 to an
+    amendment while the order is PENDING): a bug in the logic, answered 500 and written nowhere."""
 
 
 class ChartError(EngineError):

@@ -29,8 +29,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "_facade": {"errors", "core", "orders", "store"},
     "history": {"errors", "core", "orders", "store"},
     "__init__": {"errors", "core", "orders", "store", "_facade"},
-    "tooling": _BELOW_TOOLING | {"__init__"},
-    "cli": _BELOW_TOOLING | {"tooling"},
+    "inbound": {"errors", "core", "orders", "store", "_facade", "_net"},
+    "tooling": _BELOW_TOOLING | {"__init__", "inbound"},
+    "cli": _BELOW_TOOLING | {"tooling", "inbound"},
     "_launch": {"cli"},
 }
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from kci_engine.cli import main
 from kci_engine.core.codes import OrderType, ReasonCode
 from kci_engine.orders import SPECS, parse_kci
-from kci_engine.tooling.demo import SAMPLES, play
+from kci_engine.tooling.demo import ROUND_TRIP_TENANT, SAMPLES, play, run_demo
 from kci_engine.tooling.testing import assert_valid_stream, test_engine
 
 
@@ -37,7 +37,9 @@ def test_demo_jsonl_holds_valid_bodies_numbered_per_order(tmp_path: Path) -> Non
         per_order[
             f"{order.get('tenant')}:{order.get('id') or order['supplierOrderReference']}"
         ].append(body)
-    assert len(per_order) == len(SAMPLES)
+    samples = {k for k in per_order if not k.startswith(f"{ROUND_TRIP_TENANT}:")}
+    assert len(samples) == len(SAMPLES)
+    assert len(per_order) > len(samples)  # the round trip's orders answered 202 got their KCIs
     for bodies in per_order.values():
         assert [b["sequenceNumber"] for b in bodies] == list(range(1, len(bodies) + 1))
         issued = [b["issuedOn"] for b in bodies]
@@ -48,3 +50,23 @@ def test_demo_reports_unwritable_jsonl(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--jsonl", str(tmp_path / "missing" / "x.jsonl")])
     assert result.exit_code != 0
     assert "cannot write" in result.output
+
+
+def test_the_demo_round_trip_agrees_with_the_kcis_that_came_back(sqlite_url: str) -> None:
+    """The sandbox placed orders over HTTP on the Supplier API; the demo logic answered some
+    201, some 202, some 422; every KCI a 202 owed reached the sandbox, none that a 201 replaced."""
+    run = run_demo(sqlite_url, fault_rate=0.2, seed=11)
+    trip = run.round_trip
+    assert trip is not None
+    assert (trip.problems, trip.owed_left) == ([], [])
+    statuses = {(s.kind, s.status) for s in trip.sent}
+    assert {("order", 201), ("order", 202), ("order", 422)} <= statuses
+    assert set(run.delivered.values()) == {"DELIVERED"}
+    owed_kcis = [
+        b
+        for b in run.received
+        if any(isinstance(o, dict) and o.get("tenant") == ROUND_TRIP_TENANT for o in b.values())
+    ]
+    reasons = {b["reasonCode"] for b in owed_kcis}
+    assert reasons <= {"ACKNOWLEDGED", "AMENDED", "CANCELLED", "CANCELLATION_REJECTED"}
+    assert "ACKNOWLEDGED" in reasons

@@ -105,6 +105,7 @@ def event_data(order_type: OrderType, event: Event, amendment: int) -> dict[str,
         ),
         E.WARN: {"problem_code": "NETWORK_ISSUE", "text": "Node maintenance"},
         E.AMENDMENT_RECEIVED: {"amendment_id": amendment},
+        E.AMENDED_IN_201: {"order": {"notes": "Amended at once"}},
         E.ACCEPT_AMENDMENT: {"amendment_id": amendment, "order": {"notes": "Amended"}},
         E.REJECT_AMENDMENT: {
             "amendment_id": amendment,
@@ -113,6 +114,12 @@ def event_data(order_type: OrderType, event: Event, amendment: int) -> dict[str,
         },
         E.CANCELLATION_RECEIVED: {
             "cancellation_id": 901,
+            "cancellation_reason": (
+                "NO_AUTHORISATION" if order_type is U else "CUSTOMER_CHANGED_MIND"
+            ),
+        },
+        E.CANCELLED_IN_201: {
+            "cancellation_id": 902,
             "cancellation_reason": (
                 "NO_AUTHORISATION" if order_type is U else "CUSTOMER_CHANGED_MIND"
             ),
@@ -298,9 +305,11 @@ TENANT_SOURCES: dict[Event, set[str]] = {
     E.ADD_INFORMATION: _NON_FINAL - {S.SENT_TO_SUPPLIER},
     E.WARN: _NON_FINAL - {S.SENT_TO_SUPPLIER},
     E.AMENDMENT_RECEIVED: {S.ACKNOWLEDGED, S.IN_PROGRESS, S.PENDING, S.PENDING_AMENDMENT},
+    E.AMENDED_IN_201: {S.ACKNOWLEDGED, S.IN_PROGRESS, S.PENDING_AMENDMENT},
     E.ACCEPT_AMENDMENT: {S.PENDING_AMENDMENT},
     E.REJECT_AMENDMENT: {S.PENDING_AMENDMENT},
     E.CANCELLATION_RECEIVED: _NON_FINAL - {S.PENDING_CANCELLATION},
+    E.CANCELLED_IN_201: _NON_FINAL - {S.PENDING_CANCELLATION},
     E.ACCEPT_CANCELLATION: {S.PENDING_CANCELLATION},
     E.REJECT_CANCELLATION: {S.PENDING_CANCELLATION},
     E.CANCEL: _NON_FINAL - {S.PENDING_CANCELLATION},
@@ -322,7 +331,9 @@ TENANT_MOVES: dict[Event, tuple[str | None, ReasonCode | None]] = {
     E.ADD_INFORMATION: (None, ReasonCode.ADDITIONAL),
     E.WARN: (None, ReasonCode.WARNING),
     E.AMENDMENT_RECEIVED: (S.PENDING_AMENDMENT, None),
+    E.AMENDED_IN_201: (None, None),
     E.CANCELLATION_RECEIVED: (S.PENDING_CANCELLATION, None),
+    E.CANCELLED_IN_201: (S.CANCELLED, None),
     E.ACCEPT_CANCELLATION: (S.CANCELLED, ReasonCode.CANCELLED),
     E.CANCEL: (S.CANCELLED, ReasonCode.CANCELLED),
     E.COMPLETE: (S.COMPLETED, ReasonCode.COMPLETED),

@@ -93,6 +93,7 @@ def _register() -> None:
     from .history import history
     from .jeopardy import jeopardy_command
     from .reconcile import reconcile_command
+    from .serve import serve as serve_command
 
     for command in (
         sandbox,
@@ -108,6 +109,7 @@ def _register() -> None:
         history,
         jeopardy_command,
         reconcile_command,
+        serve_command,
     ):
         main.add_command(command)
 

@@ -32,8 +32,10 @@ from ._common import echo
     help="Write the KCI bodies the gateway accepted, in arrival order, one JSON object a line.",
 )
 def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -> None:
-    """The main job end to end: sample lifecycles into a SQLite outbox, delivered by the
-    dispatcher to the local sandbox gateway; prints each order's delivered timeline."""
+    """The main job end to end: sample lifecycles into a SQLite outbox, and a round trip (the
+    sandbox places orders over HTTP on the Supplier API, whose demo logic answers 201, 202 or
+    422); the dispatcher delivers every KCI to the local sandbox gateway. Prints each sample's
+    delivered timeline and the round trip's answers."""
     from ..tooling.demo import run_demo, timeline
 
     url = db_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='kci-demo-')) / 'demo.db'}"
@@ -43,7 +45,7 @@ def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -
         timeline(one, echo, run.delivered)
     kcis = [kci for one in run.played for kci in one.kcis]
     reasons = {kci.reason_code.value for kci in kcis}
-    delivered = sum(state == "DELIVERED" for state in run.delivered.values())
+    delivered = sum(run.delivered.get(kci.kci_id) == "DELIVERED" for kci in kcis)
     stats = run.gateway_stats
     faults = ", ".join(f"{k} {v}" for k, v in stats["faults"].items() if v) or "none"
     echo(
@@ -52,6 +54,16 @@ def demo(db_url: str | None, fault_rate: float, seed: int, jsonl: Path | None) -
         f"{stats['accepted']}, redeliveries {stats['redelivered']}, faults injected: {faults}; "
         f"sequence violations {stats['violations']}."
     )
+    trip = run.round_trip
+    if trip is not None:
+        answers = ", ".join(f"{k} x{v}" for k, v in trip.counts().items())
+        echo(
+            f"\nround trip over HTTP (sandbox -> Supplier API -> engine -> dispatcher -> sandbox): "
+            f"{answers}; {len(run.delivered) - len(kcis)} KCIs the 202s owed delivered; "
+            f"disagreements {len(trip.problems) + len(trip.owed_left)}."
+        )
+        for line in (*trip.problems, *trip.owed_left):
+            echo(f"  {line}")
     if run.played:
         echo(f"\nthe database is kept: kci-engine timeline {run.played[0].order_id} --db {url}")
     if jsonl is not None:

@@ -18,9 +18,13 @@ def outbox() -> None:
 @db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(db_url: str, as_json: bool) -> None:
-    """Counts per delivery state and the age of the oldest undelivered KCI (reads only)."""
+    """Counts per delivery state and the age of the oldest undelivered KCI, and the KCIs the
+    Supplier API's 202 answers owe (reads only)."""
+    from ..store.inbound import owed_status
+
     with open_store(db_url, read_only=True) as store:
         found = store.outbox_status()
+        found["owed"] = owed_status(store)
     if as_json:
         click.echo(json.dumps(found, sort_keys=True))
         return
@@ -28,6 +32,10 @@ def status(db_url: str, as_json: bool) -> None:
         echo(f"{state:<10} {count}")
     age = found["oldest_undelivered_age_s"]
     echo(f"oldest undelivered: {'none' if age is None else f'{age:.1f} s old'}")
+    owed = found["owed"]
+    echo(f"owed KCIs  {owed['count']}" + "".join(
+        f"\n  {o['kind']} {o['id']} of {o['order_id']} owes {o['owes']} ({o['age_s']:.1f} s)"
+        for o in owed["oldest"]))  # fmt: skip
 
 
 @outbox.command("dead-letters")

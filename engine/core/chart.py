@@ -285,8 +285,10 @@ def _check_kci_status(chart: Chart, edge: Edge) -> None:
 
 
 def _check_answers_come_first(chart: Chart, edges: tuple[Edge, ...]) -> None:
-    """A step the gateway tells the tenant of (a synchronous 201 answer) must come before any
-    KCI: no status it starts from may be reachable once a KCI was sent."""
+    """A step the gateway tells the tenant of that moves the order (a synchronous 201 answer to
+    the create request) must come before any KCI: no status it starts from may be reachable
+    once a KCI was sent. One that leaves the status as it is (a 201 answer to an amendment) may
+    come at any time: the status the tenant was last told stays true."""
     forward: dict[str, set[str]] = defaultdict(set)
     for edge in edges:
         forward[edge.source].add(edge.dest)
@@ -295,7 +297,8 @@ def _check_answers_come_first(chart: Chart, edges: tuple[Edge, ...]) -> None:
         if edge.step.reason is not None:
             after_kci |= _closure(edge.dest, forward)
     for step in chart.steps:
-        if step.told_by_gateway and (late := after_kci & set(step.sources)):
+        moves = step.dest is not None
+        if step.told_by_gateway and moves and (late := after_kci & set(step.sources)):
             raise ChartError(
                 f"{chart.order_type.value}: {step.event} (a synchronous answer) is allowed in "
                 f"{', '.join(sorted(map(str, late)))}, which an order can reach after a KCI"

@@ -51,8 +51,9 @@ def commit_steps() -> tuple[Step, ...]:
 
 
 def cancellation_steps(cancellable: tuple[str, ...]) -> tuple[Step, ...]:
-    """A tenant's cancellation request (received, accepted or rejected) and the supplier's own
-    cancellation, from every status in ``cancellable``."""
+    """A tenant's cancellation request (received, then accepted or rejected; or answered 201
+    and cancelled at once) and the supplier's own cancellation, from every status in
+    ``cancellable``."""
     return (
         Step(
             E.CANCELLATION_RECEIVED,
@@ -75,6 +76,8 @@ def cancellation_steps(cancellable: tuple[str, ...]) -> tuple[Step, ...]:
             R.CANCELLATION_REJECTED,
             (ANSWERS_CANCELLATION,),
         ),
+        # A 201 answer to the tenant's request: cancelled at once, no KCI (decisions L23).
+        Step(E.CANCELLED_IN_201, cancellable, S.CANCELLED, None, (NAMES_NEW_CANCELLATION,)),
         Step(E.CANCEL, cancellable, S.CANCELLED, R.CANCELLED, (TEXT_GIVEN,)),
     )
 

@@ -32,6 +32,7 @@ STATES: tuple[State, ...] = (
 UNDER_WAY = (S.ACKNOWLEDGED, S.IN_PROGRESS)
 ONGOING = supplier_statuses(STATES)
 AMENDABLE = (S.ACKNOWLEDGED, S.IN_PROGRESS, S.PENDING)
+AMENDED_AT_ONCE = (S.ACKNOWLEDGED, S.IN_PROGRESS, S.PENDING_AMENDMENT)
 CANCELLABLE = tuple(s.name for s in STATES if not s.final and s.name != S.PENDING_CANCELLATION)
 CANCELLATION_REASONS = frozenset(
     {C.CUSTOMER_CHANGED_MIND, C.INSTALL_FAILED, C.NETWORK_ISSUE, C.NO_LONGER_REQUIRED, C.OTHER}
@@ -65,6 +66,10 @@ COMMON: tuple[Step, ...] = (
     Step(E.REQUEST_RESUBMISSION, (S.PENDING,), None, R.RESUBMIT),
     Step(E.AMENDMENT_RECEIVED, AMENDABLE, S.PENDING_AMENDMENT, None, (NAMES_NEW_AMENDMENT,)),
     Step(E.AMENDMENT_RECEIVED, (S.PENDING_AMENDMENT,), None, None, (NAMES_NEW_AMENDMENT,)),
+    # A 201 answer to an amendment: applied at once, no KCI (the gateway tells the tenant). Not
+    # from PENDING: there the amendment answers what the order waits for, and the status it goes
+    # back to must reach the tenant in an AMENDED KCI (decisions L22).
+    Step(E.AMENDED_IN_201, AMENDED_AT_ONCE, None, None, told_by_gateway=True),
     Step(
         E.ACCEPT_AMENDMENT,
         (S.PENDING_AMENDMENT,),

@@ -144,6 +144,36 @@ class OrderOriginRow(KciTable, table=True):
     document: str = Field(sa_column=Column(Text, nullable=False))
 
 
+# --- The Supplier API's answers (engine/inbound) -------------------------------------------------
+
+
+class InboundRequestRow(KciTable, table=True):
+    """One request the gateway sent to the Supplier API and the answer it got: the key of its
+    idempotency (a retry gets the same answer) and, for a 202, the KCI it owes and since when.
+
+    ``kind`` is ``order``, ``amendment`` or ``cancellation``; ``gateway_id`` is the request's
+    ``id`` (unique per tenant and kind). ``settled_at_ms`` is set once the owed KCI was written.
+    """
+
+    __tablename__ = "kci_inbound_request"
+    __table_args__ = (Index("ix_kci_inbound_request_owed", "owes", "settled_at_ms"),)
+
+    tenant: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(primary_key=True, max_length=16)
+    gateway_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    fingerprint: str = Field(max_length=64)
+    order_id: str | None = Field(default=None, max_length=200)
+    status_code: int
+    response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    owes: str | None = Field(default=None, max_length=64)
+    answered_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    settled_at_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    request: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+INBOUND = InboundRequestRow.__table__  # type: ignore[attr-defined]
+
+
 METADATA = KciTable.metadata
 ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ stop sending a reason code.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from ..core.events import Event
 from ..core.records import Kci
 from ..errors import EngineError
 from ..orders import SPECS
+from .sandbox.southbound import Sent, Southbound, SouthboundReport
 from .testing import (
     COMMIT_DATES,
     cease_order,
@@ -245,20 +247,38 @@ def timeline(
 
 @dataclass
 class DemoRun:
-    """The outcome of an end-to-end demo: what was produced, delivered and received."""
+    """The outcome of an end-to-end demo: what was produced, delivered and received.
+
+    ``round_trip`` is the southbound half: the requests the sandbox placed over HTTP on the
+    Supplier API, their answers, and every disagreement with the KCIs that came back."""
 
     played: list[Played]
     delivered: dict[str, str]  # kci id -> delivery state
     attempts: int
     gateway_stats: dict[str, Any]
     received: list[dict[str, Any]]  # bodies the gateway accepted, in arrival order
+    round_trip: SouthboundReport | None = None
+
+
+#: The round trip's orders: a tenant of their own, so they never meet the samples' ids.
+ROUND_TRIP_TENANT = "TENANT2"
+ROUND_TRIP_ORDERS = 10
 
 
 def run_demo(
-    store_url: str, *, fault_rate: float = 0.0, seed: int = 7, timeout_s: float = 1.0
+    store_url: str,
+    *,
+    fault_rate: float = 0.0,
+    seed: int = 7,
+    timeout_s: float = 1.0,
+    round_trip: int = ROUND_TRIP_ORDERS,
 ) -> DemoRun:
-    """The main job end to end: play the samples into a durable store, start the sandbox
-    gateway on loopback, and dispatch the outbox to it until every KCI is delivered.
+    """The main job end to end: play the samples into a durable store; start the sandbox
+    gateway on loopback and the Supplier API on the same store; let the sandbox place
+    ``round_trip`` orders (with amendments and cancellations) over HTTP on the Supplier API,
+    answered by :class:`~.demo_supplier.DemoLogic` (some 201, some 202, some 422), whose back
+    office then sends the KCIs the 202s owe; dispatch the outbox to the sandbox until every KCI
+    is delivered, and check the round trip's answers against the KCIs that came back.
 
     Raises:
         EngineError: the store or the gateway could not be used.
@@ -288,6 +308,7 @@ def run_demo(
                 fault_rate=fault_rate, seed=seed, slow_seconds=timeout_s * 1.5, record=record
             )
             with running_sandbox(config) as gateway:
+                southbound = _place_round_trip(store, round_trip, seed) if round_trip else None
                 client = GatewayClient(
                     gateway.base_url, config.client_id, config.client_secret, timeout_s=timeout_s
                 )
@@ -299,12 +320,44 @@ def run_demo(
                 finally:
                     client.close()
                 gateway_stats = gateway.state.stats()
+                report = None
+                if southbound is not None:
+                    checker, sent = southbound
+                    problems, owed = checker.check(sent, gateway.state.timeline)
+                    report = SouthboundReport(sent, problems, 0.0, owed)
             received = [json.loads(line) for line in record.read_text().splitlines()]
         delivered = {
             entry.kci.kci_id: entry.delivery_state
-            for one in played
-            for entry in store.outbox(one.order_id)
+            for order_id in store.order_ids()
+            for entry in store.outbox(order_id)
         }
     finally:
         store.close()
-    return DemoRun(played, delivered, stats.attempts, gateway_stats, received)
+    return DemoRun(played, delivered, stats.attempts, gateway_stats, received, report)
+
+
+def _place_round_trip(store: Any, orders: int, seed: int) -> tuple[Southbound, list[Sent]]:
+    """The southbound half: the Supplier API on ``store``; the sandbox places ``orders`` orders
+    on it over HTTP; the back office then pays every debt the 202s left (in that order, so a run
+    is reproducible). The KCIs go out with the rest of the outbox."""
+    import httpx
+
+    from .demo_supplier import answer_owed, running_supplier
+
+    token = "demo-" + uuid.uuid4().hex
+    with running_supplier(store, token=token, back_office=False) as supplier:
+        southbound = Southbound(
+            supplier.base_url,
+            orders=orders,
+            amend_rate=0.5,
+            cancel_rate=0.3,
+            seed=seed,
+            tenant=ROUND_TRIP_TENANT,
+            headers={"Authorization": f"Bearer {token}"},
+            first_id=9001,
+        )
+        with httpx.Client(timeout=30) as client:
+            sent = southbound.place(client)
+        while answer_owed(supplier.api):
+            pass
+    return southbound, sent

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ...errors import EngineError
 from .faults import ALL_FAULTS
+from .southbound import run_southbound, southbound_options
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -24,7 +26,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _stopped_by_signals() -> Iterator[None]:
+def _stopped_by_signals(what: str = "sandbox gateway") -> Iterator[None]:
     """Stop quietly (exit status 0) on SIGINT or SIGTERM.
 
     uvicorn handles both signals while it serves, shuts down gracefully, then raises the
@@ -35,7 +37,7 @@ def _stopped_by_signals() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo("sandbox gateway stopped", err=True)
+        click.echo(f"{what} stopped", err=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -109,6 +111,7 @@ def _stopped_by_signals() -> Iterator[None]:
     help="Give or take up to this many milliseconds, uniformly, on each answer.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a host other than loopback.")
+@southbound_options
 def sandbox(
     host: str,
     port: int,
@@ -123,6 +126,7 @@ def sandbox(
     latency_ms: float,
     jitter_ms: float,
     allow_remote: bool,
+    **southbound: Any,
 ) -> None:
     """Run a local stand-in for the Fibre Cafe Supplier Updates API until Ctrl+C."""
     from ..._net import is_loopback
@@ -150,6 +154,9 @@ def sandbox(
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
         )
+        if southbound["supplier_url"]:
+            ok = run_southbound(config, echo=click.echo, **southbound)
+            raise click.exceptions.Exit(0 if ok else 1)
         with _stopped_by_signals():
             serve(config, ready=ready)
     except EngineError as exc:
