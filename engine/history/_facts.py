@@ -21,14 +21,16 @@ def entered_at(stored: StoredOrder, status: str) -> datetime:
 @cache
 def owing(spec: OrderTypeSpec) -> frozenset[str]:
     """The statuses in which the supplier owes the tenant a KCI: where a tenant-placed order
-    starts, and where a step puts it without a KCI of its own (a request taken with a 202)."""
+    starts, and where a step puts it without a KCI of its own (a request taken with a 202). Never
+    a final status: nothing can be sent after it, and a step into one without a KCI is a 201
+    answer (a cancellation taken at once) that the gateway gave the tenant itself."""
     found = {spec.chart.initial} if spec.placed_by_tenant else set()
     found |= {
         edge.dest
         for edge in spec.edges
         if edge.step.reason is None and not edge.step.told_by_gateway and not edge.internal
     }
-    return frozenset(found)
+    return frozenset(found - spec.chart.finals)
 
 
 def wire_time(value: object) -> datetime | None:

@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from .._facade import Engine
 from ..core.events import Event
+from ..errors import ConcurrencyConflict
 from ..inbound.decisions import (
     Acknowledge,
     AmendmentRequest,
@@ -25,9 +27,8 @@ from ..inbound.decisions import (
     RequestDecision,
 )
 from ..inbound.service import SupplierApi
-from ..store.inbound import AMENDMENT, ORDER
+from ..store.inbound import AMENDMENT, ORDER, Owed
 from ..store.sql import SqlStore
-from .testing import COMMIT_DATES
 
 
 class DemoLogic:
@@ -42,7 +43,8 @@ class DemoLogic:
             case 0:
                 return Acknowledge(reference)
             case 1:
-                return Commit(reference, COMMIT_DATES["committedDate"], COMMIT_DATES["targetDate"])
+                date = _fortnight_ahead()  # a promise in the future, as a supplier makes one
+                return Commit(reference, date, date)
             case 2:
                 return Reject(f"UPRN of order {request.gateway_id} is not within our coverage area")
             case _:
@@ -59,31 +61,45 @@ class DemoLogic:
         return Later()
 
 
+def _fortnight_ahead() -> str:
+    """08:00 UTC fourteen days from now, on the wire (``2026-12-17T08:00:00.000Z``)."""
+    day = datetime.now(UTC).date() + timedelta(days=14)
+    return f"{day.isoformat()}T08:00:00.000Z"
+
+
 def answer_owed(api: SupplierApi) -> int:
     """The back office: send every KCI the 202 answers owe (acknowledge the orders, accept the
     amendments and cancellations). Returns how many debts it paid.
 
-    A create overtaken by a cancellation is settled by the cancellation's answer.
+    A create overtaken by a cancellation is settled by the cancellation's answer. A debt whose
+    order the API changed meanwhile (a request answered at the same moment) is left for the next
+    round, which reads the order again.
     """
-    engine: Engine = api.engine
     paid = 0
     for owed in api.owed():
-        allowed = engine.allowed_events(owed.order_id)
-        if owed.kind == ORDER:
-            if Event.ACKNOWLEDGE not in allowed:
-                continue
-            reference = {"supplierOrderReference": f"SUP-{owed.gateway_id}"}
-            engine.apply(owed.order_id, Event.ACKNOWLEDGE, {"order": reference})
-        elif owed.kind == AMENDMENT:
-            api.accept_amendment(owed.tenant, owed.gateway_id)  # the changes it asked for
-        else:
-            engine.apply(
-                owed.order_id,
-                Event.ACCEPT_CANCELLATION,
-                {"cancellation_id": owed.gateway_id, "problem_code": "CUSTOMER_CHANGED_MIND"},
-            )
-        paid += 1
+        try:
+            paid += _pay(api, owed)
+        except ConcurrencyConflict:
+            continue
     return paid
+
+
+def _pay(api: SupplierApi, owed: Owed) -> int:
+    engine: Engine = api.engine
+    if owed.kind == ORDER:
+        if Event.ACKNOWLEDGE not in engine.allowed_events(owed.order_id):
+            return 0
+        reference = {"supplierOrderReference": f"SUP-{owed.gateway_id}"}
+        engine.apply(owed.order_id, Event.ACKNOWLEDGE, {"order": reference})
+    elif owed.kind == AMENDMENT:
+        api.accept_amendment(owed.tenant, owed.gateway_id)  # the changes it asked for
+    else:
+        engine.apply(
+            owed.order_id,
+            Event.ACCEPT_CANCELLATION,
+            {"cancellation_id": owed.gateway_id, "problem_code": "CUSTOMER_CHANGED_MIND"},
+        )
+    return 1
 
 
 @dataclass(frozen=True)
