@@ -511,6 +511,16 @@ def test_dispatch_can_log_json_lines(tmp_path: Path) -> None:
 # --- repair --------------------------------------------------------------------------------------
 
 
+def _delayed_and_resumed(engine: Engine) -> str:
+    """A provide order with four KCIs: acknowledged, committed, delayed and resumed."""
+    order_id = engine.accept_order("provide", provide_order(1))
+    engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
+    engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+    engine.apply(order_id, Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE"})
+    engine.apply(order_id, Event.RESUME)
+    return order_id
+
+
 def test_a_refused_kci_is_repaired_and_sent_again_with_the_same_sequence_number(
     sqlite_url: str,
 ) -> None:
@@ -523,11 +533,7 @@ def test_a_refused_kci_is_repaired_and_sent_again_with_the_same_sequence_number(
 
     store = SqlStore(sqlite_url)
     engine = Engine(store)
-    order_id = engine.accept_order("provide", provide_order(1))
-    engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
-    engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
-    engine.apply(order_id, Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE"})
-    engine.apply(order_id, Event.RESUME)
+    order_id = _delayed_and_resumed(engine)
     broken = store.kcis(order_id)[2]
     body = dict(broken.body)
     body.pop("problemCode")
@@ -566,4 +572,83 @@ def test_a_refused_kci_is_repaired_and_sent_again_with_the_same_sequence_number(
     assert json.loads(audit.corrected_body)["problemCode"] == "WAYLEAVE_ISSUE"
     assert audit.repaired_by == "ops"
     assert Outbox(store).dead_letters() == []
+    store.close()
+
+
+def test_a_kci_refused_for_the_orders_data_is_repaired_from_the_corrected_order(
+    sqlite_url: str,
+) -> None:
+    """The gateway refuses KCI #2 for the order's notes (1,001 characters, as a bug or a rule
+    change might leave them in the stored order and in every KCI after it). `outbox repair
+    --order` corrects the order, the dead KCI and the KCIs parked behind it, in one transaction
+    and with the same ids and sequence numbers; the next KCI the engine makes carries the
+    correction; the event log keeps it, so history replay still finds the order identical and
+    reconciliation finds it in step."""
+    import sqlalchemy as sa
+    from kci_engine.history.reconcile import reconcile
+    from kci_engine.history.replay import Outcome, replay_history
+    from kci_engine.store.tables import ORDERS, OUTBOX, REPAIRS
+    from kci_engine.tooling.sandbox import SandboxConfig, running_sandbox
+
+    store = SqlStore(sqlite_url)
+    engine = Engine(store)
+    order_id = _delayed_and_resumed(engine)
+    kcis = store.kcis(order_id)
+    too_long = "x" * 1001
+    with store.db.begin() as conn:
+        document = json.loads(conn.execute(sa.select(ORDERS.c.document)).scalar_one())
+        conn.execute(ORDERS.update().values(document=json.dumps({**document, "notes": too_long})))
+        for kci in kcis[1:]:
+            body = {**kci.body}
+            body["provideServiceOrder"] = {**body["provideServiceOrder"], "notes": too_long}
+            conn.execute(
+                OUTBOX.update().where(OUTBOX.c.kci_id == kci.kci_id).values(body=json.dumps(body))
+            )
+    runner = CliRunner()
+
+    def repair(*args: str) -> str:
+        found = runner.invoke(main, ["outbox", "repair", order_id, *args, "--db", sqlite_url])
+        return found.output
+
+    with running_sandbox(SandboxConfig()) as gateway:
+
+        def deliver() -> None:
+            client = GatewayClient(gateway.base_url, "sandbox-client", "sandbox-secret")
+            Dispatcher(store, client, concurrency=2, poll_s=0.01).run(idle_exit=True)
+
+        deliver()
+        assert [b["sequenceNumber"] for b in gateway.state.timeline(order_id)] == [1]
+        assert "say what to correct" in repair()
+        assert "at most 1000 characters" in repair("--order", json.dumps({"notes": too_long}))
+        assert "not a field of a provide order" in repair("--order", '{"colour": "red"}')
+        assert "identifies the order and cannot change" in repair("--order", '{"tenant": "X"}')
+        with store.db.connect() as conn:  # each refusal changed nothing
+            assert conn.execute(sa.select(sa.func.count()).select_from(REPAIRS)).scalar() == 0
+        said = repair("--order", '{"notes": "Call before arriving"}', "--by", "ops")
+        assert f"repaired KCI {kcis[1].kci_id} (#2) of order {order_id} (and 2 KCI(s)" in said
+        deliver()
+        sent = gateway.state.timeline(order_id)
+        assert [b["sequenceNumber"] for b in sent] == [1, 2, 3, 4]
+        assert [b["id"] for b in sent] == [k.kci_id for k in kcis]
+        assert [b["provideServiceOrder"].get("notes") for b in sent[1:]] == [
+            "Call before arriving"
+        ] * 3
+        engine.apply(order_id, Event.COMPLETE, {"service_characteristics": {"SERVICE_ID": "SVC-1"}})
+        deliver()
+        sent = gateway.state.timeline(order_id)
+    assert sent[-1]["provideServiceOrder"]["notes"] == "Call before arriving"
+    assert store.events(order_id)[-2].event == "repaired"
+    assert store.events(order_id)[-2].data.order == {"notes": "Call before arriving"}
+    with store.db.connect() as conn:
+        audits = conn.execute(sa.select(REPAIRS).order_by(REPAIRS.c.seq)).all()
+    assert [a.sequence_number for a in audits] == [2, 3, 4]
+    assert "INVALID_REQUEST" in (audits[0].gateway_answer or "")
+    assert [a.gateway_answer for a in audits[1:]] == [None, None]
+    assert all(a.repaired_by == "ops" for a in audits)
+    # The engine's own first bodies had the corrupted notes, so replay reports that difference
+    # and nothing else: KCIs #2-#4 as stored before the repair, then the corrected #5.
+    [replayed] = replay_history(store)
+    assert replayed.outcome is Outcome.DIFFERENT
+    assert all("notes" in line or not line.startswith(("+ ", "- ")) for line in replayed.diff)
+    assert list(reconcile(store)) == []
     store.close()

@@ -328,3 +328,43 @@ def test_a_baseline_reports_open_orders_that_would_lose_their_next_events(
     )
     assert bad.exit_code == 1
     assert "not the output of `kci-engine history version --charts`" in bad.output
+
+
+def test_a_repaired_dead_letter_and_a_corrected_order_replay_identically(db_url: str) -> None:
+    """An operator's repair is part of the history: the dead KCI is compared as the engine wrote
+    it, and the order correction (the event log's `repaired` entry) is replayed where it came,
+    so the KCIs made after it carry it on both sides. Without either, the order would differ."""
+    from kci_engine.orders import parse_kci, spec_of
+    from kci_engine.store.outbox import Outbox
+    from kci_engine.store.tables import DeliveryState
+
+    with SqlStore(db_url) as store:
+        engine = Engine(store)
+        order_id = engine.accept_order("provide", provide_order(1))
+        engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S1"}})
+        engine.apply(order_id, Event.DELAY, {"problem_code": "WAYLEAVE_ISSUE"})
+        dead = store.kcis(order_id)[1]
+        with store.db.begin() as conn:  # the gateway refused KCI #2 (as the dispatcher marks it)
+            conn.execute(
+                OUTBOX.update()
+                .where(OUTBOX.c.kci_id == dead.kci_id)
+                .values(delivery_state=DeliveryState.DEAD, last_error="422 notes wanted")
+            )
+        Outbox(store).repair(
+            order_id,
+            {"text": "Wayleave refused by the landowner"},
+            validate=parse_kci,
+            order={"notes": "Gate code 1234"},
+            characteristics={"LINE_PROFILE": "500"},
+            spec=spec_of(OrderType.PROVIDE),
+        )
+        engine.apply(order_id, Event.RESUME)
+        resumed = store.kcis(order_id)[-1].body["provideServiceOrder"]
+        assert resumed["notes"] == "Gate code 1234"
+        assert {"name": "LINE_PROFILE", "value": "500"} in (
+            resumed["serviceOrderItem"]["serviceCharacteristics"]
+        )
+    with SqlStore(db_url, read_only=True) as store:
+        [result] = replay_history(store)
+        assert result.outcome is Outcome.IDENTICAL, result.diff
+        assert result.events == 5  # received, acknowledge, delay, repaired, resume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -68,39 +69,89 @@ def retry(order_id: str, db_url: str) -> None:
 @outbox.command("repair")
 @click.argument("order_id")
 @click.option(
+    "--order",
+    "order_text",
+    help='Corrections of the order\'s data the gateway objected to, e.g. \'{"notes": "..."}\' '
+    "(each field replaced whole, null removes it; as an UPDATE event's order changes), or @FILE. "
+    "The order, the dead KCI and the undelivered KCIs behind it are corrected.",
+)
+@click.option(
+    "--characteristic",
+    "characteristics",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A service characteristic to correct (NAME= removes it); repeatable.",
+)
+@click.option(
     "--patch",
     "patch_text",
-    required=True,
-    help='A JSON merge patch of the refused KCI body, e.g. \'{"problemCode": "WAYLEAVE_ISSUE"}\' '
-    "(null removes a field), or @FILE.",
+    help='A JSON merge patch of the refused KCI body itself, e.g. \'{"problemCode": '
+    '"WAYLEAVE_ISSUE"}\' (null removes a field), or @FILE.',
 )
 @click.option("--by", help="Who repaired it (kept in the audit history).")
 @db_option()
-def repair(order_id: str, patch_text: str, by: str | None, db_url: str) -> None:
+def repair(
+    order_id: str,
+    order_text: str | None,
+    characteristics: tuple[str, ...],
+    patch_text: str | None,
+    by: str | None,
+    db_url: str,
+) -> None:
     """Correct ORDER_ID's dead KCI the gateway refused and send it again with the same
-    sequence number (validated by the contract first); the KCIs behind it follow. The refused
-    body and the gateway's answer are kept in the audit history."""
+    sequence number (validated by the contract first); the KCIs behind it follow. Correct the
+    order's data (--order, --characteristic), the refused body (--patch), or both. The refused
+    bodies and the gateway's answer are kept in the audit history."""
+    from ..core.codes import OrderType
+    from ..errors import ConfigurationError
+    from ..orders import parse_kci, spec_of
+    from ..store.outbox import Outbox
+
+    if order_text is None and not characteristics and patch_text is None:
+        raise ConfigurationError("say what to correct: --order, --characteristic or --patch")
+    patch = None if patch_text is None else _json_object(patch_text, "--patch")
+    order = None if order_text is None else _json_object(order_text, "--order")
+    values: dict[str, str | None] = {}
+    for item in characteristics:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise ConfigurationError(f"--characteristic {item!r}: expected NAME=VALUE")
+        values[name] = value or None
+    with open_store(db_url) as store:
+        spec = None
+        if order is not None or values:
+            spec = spec_of(OrderType(store.load(order_id).order_type))
+        done = Outbox(store).repair(
+            order_id,
+            patch,
+            validate=parse_kci,
+            order=order,
+            characteristics=values or None,
+            spec=spec,
+            by=by,
+        )
+    behind = f" (and {done.behind} KCI(s) behind it)" if done.behind else ""
+    echo(
+        f"repaired KCI {done.kci_id} (#{done.sequence_number}) of order {order_id}{behind}: "
+        "it goes out next, then the KCIs behind it"
+    )
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line, or ``@FILE``."""
     from pathlib import Path
 
     from ..errors import ConfigurationError
-    from ..orders import parse_kci
-    from ..store.outbox import Outbox
 
-    text = patch_text
-    if patch_text.startswith("@"):
+    if text.startswith("@"):
         try:
-            text = Path(patch_text[1:]).read_text(encoding="utf-8")
+            text = Path(text[1:]).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"cannot read the patch {patch_text[1:]}: {exc}") from None
+            raise ConfigurationError(f"{option}: cannot read {text[1:]}: {exc}") from None
     try:
-        patch = json.loads(text)
+        found = json.loads(text)
     except ValueError as exc:
-        raise ConfigurationError(f"--patch is not JSON: {exc}") from None
-    if not isinstance(patch, dict):
-        raise ConfigurationError("--patch must be a JSON object (a merge patch of the body)")
-    with open_store(db_url) as store:
-        done = Outbox(store).repair(order_id, patch, validate=parse_kci, by=by)
-    echo(
-        f"repaired KCI {done.kci_id} (#{done.sequence_number}) of order {order_id}: "
-        "it goes out next, then the KCIs behind it"
-    )
+        raise ConfigurationError(f"{option} is not JSON: {exc}") from None
+    if not isinstance(found, dict):
+        raise ConfigurationError(f"{option} must be a JSON object")
+    return found

@@ -110,6 +110,9 @@ class EventData(BaseModel):
 NO_DATA = EventData()
 #: The event-log name of a tenant-placed order's arrival from the gateway.
 RECEIVED = "received"
+#: The event-log name of an operator's correction of the order's data with a dead letter's repair
+#: (``kci-engine outbox repair --order``): no status change, no KCI; its data is the correction.
+REPAIRED = "repaired"
 
 
 class EventEntry(NamedTuple):

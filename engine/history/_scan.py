@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigurationError
 from ..store.sql import SqlStore
-from ..store.tables import EVENTS, ORDERS, ORIGINS, OUTBOX
+from ..store.tables import EVENTS, ORDERS, ORIGINS, OUTBOX, REPAIRS
 
 #: Orders read per page: big enough that the round trips do not dominate, small enough that a
 #: page of orders with long histories stays a few megabytes.
@@ -34,6 +34,8 @@ class StoredOrder:
     origin: dict[str, Any] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    #: operators' repairs of its dead letters (``kci_repair``, oldest first), read with origins
+    repairs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def order_id(self) -> str:
@@ -85,6 +87,9 @@ def scan(
             if origins:
                 for r in conn.execute(sa.select(ORIGINS).where(ORIGINS.c.order_id.in_(ids))):
                     found[r.order_id].origin = dict(r._mapping)
+                repairs = sa.select(REPAIRS).where(REPAIRS.c.order_id.in_(ids))
+                for r in conn.execute(repairs.order_by(REPAIRS.c.seq)):
+                    found[r.order_id].repairs.append(dict(r._mapping))
             for wanted_part, table, order, attribute in (
                 (events, EVENTS, EVENTS.c.seq, "events"),
                 (outbox, OUTBOX, OUTBOX.c.sequence_number, "outbox"),

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..core.codes import OrderType
+from ..core.events import REPAIRED
 from ..core.spec import OrderTypeSpec
 from ..errors import ConfigurationError
 from ..orders import SPECS
@@ -153,6 +154,8 @@ def reconcile_order(stored: StoredOrder, spec: OrderTypeSpec) -> Reconciliation 
     told_status: str | None = None
     last_accepted: Mapping[str, Any] | None = None
     for event in stored.events:
+        if event["event"] == REPAIRED:
+            continue  # an operator's correction: nothing the tenant was told
         kci_ids = json.loads(event["kci_ids"])
         if not kci_ids:
             # The gateway told the tenant of this itself: the order arrived, a 201 answered it,

@@ -37,9 +37,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from ..core._documents import apply_changes
 from ..core._lifecycle import Firing
 from ..core.codes import OrderType
-from ..core.events import NO_DATA, RECEIVED, EventData, parse_event
+from ..core.events import NO_DATA, RECEIVED, REPAIRED, EventData, parse_event
 from ..core.records import OrderRecord
 from ..core.spec import OrderTypeSpec
 from ..errors import ConfigurationError, EngineError
@@ -209,6 +210,9 @@ def replay_order(
             advice="nothing to do: orders created from now on are replayed",
         )
     bodies = {kci["kci_id"]: kci["body"] for kci in stored.outbox}
+    # A dead letter an operator repaired is compared as the engine first wrote it.
+    for repair in reversed(stored.repairs):
+        bodies[repair["kci_id"]] = repair["refused_body"]
     run = _Run(spec, stored)
     for number, event in enumerate(stored.events, 1):
         told = [json.loads(bodies[k]) for k in json.loads(event["kci_ids"]) if k in bodies]
@@ -287,6 +291,13 @@ class _Run:
                 if sync is None:
                     return f"the chart has no synchronous 201 answer with status {answered}"
                 kind, data = sync, NO_DATA
+            elif name == REPAIRED:  # an operator's correction of the order's data
+                data = EventData.model_validate(json.loads(event["data"]))
+                self.record.document = apply_changes(
+                    self.spec, self.record.document, data.order, data.service_characteristics
+                )
+                self.replayed.append(_step(name, self.record.status, [], self.replay_ids))
+                return None
             else:
                 kind = parse_event(name)
                 given = event["data"]

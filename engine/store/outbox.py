@@ -32,10 +32,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..core._documents import apply_changes
+from ..core.contract import check_order
+from ..core.events import REPAIRED, EventData
+from ..core.spec import OrderTypeSpec
 from ..core.wire import dump_json
-from ..errors import DeliveryError
+from ..errors import DeliveryError, EngineError
 from .sql import SqlStore, Statement, now_ms
-from .tables import LEASES, ORDERS, OUTBOX, REPAIRS, DeliveryState
+from .tables import EVENTS, LEASES, ORDERS, OUTBOX, REPAIRS, DeliveryState
 
 _B = sa.bindparam
 _NAMESPACE = uuid.UUID("6b636900-0000-4000-8000-6b6369656e67")  # fixed: conversation ids
@@ -96,6 +100,8 @@ class Repaired:
     kci_id: str
     sequence_number: int
     body: str
+    #: with an order correction: the undelivered KCIs behind it corrected too
+    behind: int = 0
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -297,8 +303,56 @@ _UNPARK = (
     .where(OUTBOX.c.next_attempt_at_ms > _B("k_now"))
     .values(next_attempt_at_ms=_B("k_now"))
 )
+_UNDELIVERED_AFTER = (
+    sa.select(OUTBOX.c.kci_id, OUTBOX.c.sequence_number, OUTBOX.c.body)
+    .where(OUTBOX.c.order_id == _B("k_order_id"))
+    .where(OUTBOX.c.sequence_number > _B("k_seq"))
+    .where(OUTBOX.c.delivery_state != DeliveryState.DELIVERED)
+    .order_by(OUTBOX.c.sequence_number)
+)
+_ORDER_NOW = sa.select(
+    ORDERS.c.order_type, ORDERS.c.status, ORDERS.c.document, ORDERS.c.version
+).where(ORDERS.c.order_id == _B("k_order_id"))
+_CORRECT_ORDER = (
+    ORDERS.update()
+    .where(ORDERS.c.order_id == _B("k_order_id"))
+    .where(ORDERS.c.version == _B("k_version"))
+    .values(document=_B("k_document"), version=ORDERS.c.version + 1, updated_at_ms=_B("k_now"))
+)
+_CORRECT_BODY = (
+    OUTBOX.update()
+    .where(OUTBOX.c.kci_id == _B("k_kci_id"))
+    .where(OUTBOX.c.delivery_state != DeliveryState.DELIVERED)
+    .values(body=_B("k_body"))
+)
+_LOG = EVENTS.insert().values({c.name: _B(c.name) for c in EVENTS.c if c.name != "seq"})
 _AUDIT = REPAIRS.insert().values({c.name: _B(c.name) for c in REPAIRS.c if c.name != "seq"})
 _NOTE = OUTBOX.update().where(OUTBOX.c.kci_id == _B("k_kci_id")).values(last_error=_B("k_error"))
+
+
+def _log_row(
+    order_id: str,
+    status: str,
+    order: Mapping[str, Any] | None,
+    characteristics: Mapping[str, str | None] | None,
+    now: int,
+) -> dict[str, Any]:
+    data = EventData(
+        order=None if order is None else dict(order),
+        service_characteristics=None if characteristics is None else dict(characteristics),
+    )
+    given = {"order"} if order is not None else set()
+    given |= {"service_characteristics"} if characteristics is not None else set()
+    return {
+        "order_id": order_id,
+        "event_id": None,
+        "event": REPAIRED,
+        "status_before": status,
+        "status_after": status,
+        "kci_ids": "[]",
+        "data": data.model_dump_json(include=given),
+        "applied_at_ms": now,
+    }
 
 
 def _head(row: dict[str, Any]) -> Head:
@@ -420,39 +474,79 @@ class Outbox:
     def repair(
         self,
         order_id: str,
-        patch: Mapping[str, Any],
+        patch: Mapping[str, Any] | None = None,
         *,
         validate: Callable[[dict[str, Any]], object],
+        order: Mapping[str, Any] | None = None,
+        characteristics: Mapping[str, str | None] | None = None,
+        spec: OrderTypeSpec | None = None,
         by: str | None = None,
     ) -> Repaired:
         """Correct the order's first dead KCI and queue it again, ahead of the KCIs behind it.
 
         The gateway's docs say a KCI it refused (400/422) must not be sent again unchanged: fix
-        it and send it with the same sequence number. ``patch`` is a JSON merge patch (RFC 7386)
-        of the refused body (``{"problemCode": "WAYLEAVE_ISSUE"}``; ``null`` removes a field);
-        the corrected body must pass ``validate`` (the contract's one-body rules:
-        :func:`kci_engine.orders.parse_kci`) and keeps the KCI's ``id`` and ``sequenceNumber``
-        (the refused body was never accepted, so the id is free; decisions S16). The
-        refused body and the gateway's answer go to the audit history (``kci_repair``).
+        it and send it with the same sequence number. Two corrections, alone or together:
+
+        - ``order`` / ``characteristics``: the order's data the gateway objected to, in the
+          engine's own convention for order changes (each named top-level field replaced whole,
+          ``None`` removes it; characteristics by name) and validated by the same rules as an
+          event's changes. The order is corrected, and so is the order each undelivered KCI
+          carries (the dead one and those behind it, which would be refused for the same
+          reason); the correction goes to the event log as a ``repaired`` entry (no status
+          change, no KCI), so ``history replay`` replays it. Needs the order type's ``spec``.
+        - ``patch``: a JSON merge patch (RFC 7386) of the refused body itself
+          (``{"problemCode": "WAYLEAVE_ISSUE"}``; ``null`` removes a field).
+
+        Each corrected body must pass ``validate`` (the contract's one-body rules:
+        :func:`kci_engine.orders.parse_kci`) and keeps its ``id`` and ``sequenceNumber`` (the
+        refused body was never accepted, so the id is free; decisions S16). Each body's former
+        text (and, for the dead one, the gateway's answer) goes to the audit history
+        (``kci_repair``). One transaction: all of it, or (on an error) nothing.
 
         Raises:
             OrderNotFound: no such order.
-            DeliveryError: the order has no dead KCI, the patch changes nothing, changes the
-                id or sequence number, or the corrected body breaks the contract.
+            DeliveryError: the order has no dead KCI; nothing is to be corrected or the
+                correction changes nothing; it changes the id or sequence number; a corrected
+                body or the order breaks the contract; the order changed meanwhile.
         """
+        correcting = order is not None or characteristics is not None
+        if patch is None and not correcting:
+            raise DeliveryError(
+                f"order {order_id}: say what to correct (a patch of the body, or the order)",
+                order_id=order_id,
+            )
+        if correcting and spec is None:
+            raise DeliveryError(
+                f"order {order_id}: correcting the order needs its type's spec", order_id=order_id
+            )
         with self.store.connection() as conn:
             SqlStore._require(conn, order_id)
         with self.store.reading() as runner:
             found = runner.rows(_FIRST_DEAD, {"k_order_id": order_id})
-        if not found:
-            raise DeliveryError(f"order {order_id} has no dead KCI to repair", order_id=order_id)
-        dead = found[0]
+            if not found:
+                raise DeliveryError(
+                    f"order {order_id} has no dead KCI to repair", order_id=order_id
+                )
+            dead = found[0]
+            behind = runner.rows(
+                _UNDELIVERED_AFTER, {"k_order_id": order_id, "k_seq": dead["sequence_number"]}
+            )
+            [current] = runner.rows(_ORDER_NOW, {"k_order_id": order_id})
         refused = json.loads(dead["body"])
-        corrected = merge_patch(refused, patch)
+        corrected = dict(refused)
+        document: dict[str, Any] | None = None
+        later: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        if correcting:
+            assert spec is not None
+            document, fix = self._correct_order(order_id, current, spec, order, characteristics)
+            corrected = fix(corrected)
+            later = [(row, fix(json.loads(row["body"]))) for row in behind]
+        if patch is not None:
+            corrected = merge_patch(corrected, patch)
         if not isinstance(corrected, dict) or corrected == refused:
             raise DeliveryError(
-                f"order {order_id}: the patch leaves KCI #{dead['sequence_number']} as the "
-                "gateway refused it; the gateway must not be sent it unchanged",
+                f"order {order_id}: the correction leaves KCI #{dead['sequence_number']} as the "
+                "gateway refused it (unchanged); the gateway must not be sent it unchanged",
                 order_id=order_id,
             )
         for field_name in ("id", "sequenceNumber"):
@@ -462,40 +556,110 @@ class Outbox:
                     f"({refused.get(field_name)!r})",
                     order_id=order_id,
                 )
-        try:
-            validate(corrected)
-        except ValueError as exc:
-            first = " ".join(str(exc).split())[:500]
-            raise DeliveryError(
-                f"order {order_id}: the corrected KCI breaks the contract: {first}",
-                order_id=order_id,
-            ) from None
-        body = dump_json(corrected)
+        for number, body in [(dead["sequence_number"], corrected)] + [
+            (row["sequence_number"], body) for row, body in later
+        ]:
+            try:
+                validate(body)
+            except ValueError as exc:
+                first = " ".join(str(exc).split())[:500]
+                raise DeliveryError(
+                    f"order {order_id}: the corrected KCI #{number} breaks the contract: {first}",
+                    order_id=order_id,
+                ) from None
+        body_text = dump_json(corrected)
         now = now_ms()
         with self.store.writing() as runner:
             changed = runner.run(
-                _REPAIRED, {"k_kci_id": dead["kci_id"], "k_body": body, "k_now": now}
+                _REPAIRED, {"k_kci_id": dead["kci_id"], "k_body": body_text, "k_now": now}
             )
             if changed != 1:
                 raise DeliveryError(
                     f"order {order_id}: KCI {dead['kci_id']} changed meanwhile; look again",
                     order_id=order_id,
                 )
-            runner.run(
-                _AUDIT,
-                {
-                    "order_id": order_id,
-                    "kci_id": dead["kci_id"],
-                    "sequence_number": dead["sequence_number"],
-                    "refused_body": dead["body"],
-                    "gateway_answer": dead["last_error"],
-                    "corrected_body": body,
-                    "repaired_by": by,
-                    "repaired_at_ms": now,
-                },
-            )
+            audits = [(dead, dead["last_error"], body_text)]
+            if document is not None:
+                values = {
+                    "k_order_id": order_id,
+                    "k_version": current["version"],
+                    "k_document": dump_json(document),
+                    "k_now": now,
+                }
+                if runner.run(_CORRECT_ORDER, values) != 1:
+                    raise DeliveryError(
+                        f"order {order_id}: the order changed meanwhile; look again",
+                        order_id=order_id,
+                    )
+                for row, body in later:
+                    text = dump_json(body)
+                    if runner.run(_CORRECT_BODY, {"k_kci_id": row["kci_id"], "k_body": text}) != 1:
+                        raise DeliveryError(
+                            f"order {order_id}: KCI {row['kci_id']} changed meanwhile; look again",
+                            order_id=order_id,
+                        )
+                    audits.append((row, None, text))
+                runner.run(_LOG, _log_row(order_id, current["status"], order, characteristics, now))
+            for row, answer, text in audits:
+                runner.run(
+                    _AUDIT,
+                    {
+                        "order_id": order_id,
+                        "kci_id": row["kci_id"],
+                        "sequence_number": row["sequence_number"],
+                        "refused_body": row["body"],
+                        "gateway_answer": answer,
+                        "corrected_body": text,
+                        "repaired_by": by,
+                        "repaired_at_ms": now,
+                    },
+                )
             runner.run(_UNPARK, {"k_order_id": order_id, "k_now": now})
-        return Repaired(order_id, dead["kci_id"], dead["sequence_number"], body)
+        return Repaired(order_id, dead["kci_id"], dead["sequence_number"], body_text, len(later))
+
+    @staticmethod
+    def _correct_order(
+        order_id: str,
+        current: Mapping[str, Any],
+        spec: OrderTypeSpec,
+        order: Mapping[str, Any] | None,
+        characteristics: Mapping[str, str | None] | None,
+    ) -> tuple[dict[str, Any], Callable[[dict[str, Any]], dict[str, Any]]]:
+        """The corrected order document, and how to correct the order a KCI body carries."""
+        if current["order_type"] != spec.order_type.value:
+            raise DeliveryError(
+                f"order {order_id} is a {current['order_type']} order, not {spec.order_type}",
+                order_id=order_id,
+            )
+        before = json.loads(current["document"])
+        try:
+            document = apply_changes(spec, before, order, characteristics)
+            check_order(current["status"], document, spec)
+        except EngineError as exc:
+            raise DeliveryError(
+                f"order {order_id}: the correction is refused: {exc.message}", order_id=order_id
+            ) from None
+        if document == before:
+            raise DeliveryError(
+                f"order {order_id}: the correction changes nothing in the order (unchanged)",
+                order_id=order_id,
+            )
+        prop = spec.kci_property
+
+        def fix(body: dict[str, Any]) -> dict[str, Any]:
+            carried = body.get(prop)
+            if not isinstance(carried, dict):
+                return body
+            try:
+                return {**body, prop: apply_changes(spec, carried, order, characteristics)}
+            except EngineError as exc:
+                raise DeliveryError(
+                    f"order {order_id}: KCI #{body.get('sequenceNumber')} cannot take the "
+                    f"correction: {exc.message}",
+                    order_id=order_id,
+                ) from None
+
+        return document, fix
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead KCI, with the number of KCIs of its order waiting behind it."""
