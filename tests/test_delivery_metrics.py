@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -297,3 +298,11 @@ def test_kci_metrics_scan_s_0_switches_the_scans_off(
     result = _dispatch_once(tmp_path, monkeypatch, "not toml [", KCI_METRICS_SCAN_S="0")
     assert result.exit_code == 0, result.output
     assert "delivered 0" in result.output
+
+
+def test_dispatch_stops_its_scans_when_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _dispatch_once(tmp_path, monkeypatch, "[rules.kci_owed]\nworking_hours = 8\n")
+    assert result.exit_code == 0, result.output
+    assert "kci-metrics-scans" not in [thread.name for thread in threading.enumerate()]
