@@ -256,6 +256,9 @@ BASE_ENV = {
         ("KCI_LEASE_S", "inf", "finite"),
         ("KCI_GATEWAY_URL", "https://gw.example:99999/v1", "port 99999"),
         ("KCI_WORKER_ID", "a\x1b[31mb", "printable"),
+        ("KCI_METRICS_SCAN_S", "0.5", "0 (no scans) or at least 1 second"),
+        ("KCI_METRICS_SCAN_S", "nan", "finite"),
+        ("KCI_METRICS_SCAN_S", "100000", "less than or equal"),
     ],
 )
 def test_every_numeric_setting_is_bounded_and_named(

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,20 @@ with SqlStore("sqlite:///bare.db") as store:
     assert kci.sequence_number == 2 and kci.body["reasonCode"] == "COMMITTED"
 print("bare install ok", kci_engine.__version__)
 """
+
+
+def test_the_wheel_lists_every_package_of_the_source() -> None:
+    """setuptools ships only the packages pyproject.toml lists: a folder of modules left out
+    (the command and the Supplier API once were) is missing from every install."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    source = ROOT / "engine"
+    folders = {
+        ".".join(["kci_engine", *path.parent.relative_to(source).parts])
+        for path in source.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert folders == listed
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,12 @@
     python tools/bench.py --quick    a minute or two on 2 cores (fewer orders, fewer repeats)
     python tools/bench.py --only apply_memory
     python tools/bench.py --only postgres   starts its own throwaway PostgreSQL server
+    python tools/bench.py --quick --only inbound --only history   the Supplier API; replay,
+                                     jeopardy and reconciliation (tools/bench_history.py alone
+                                     for the 100,000-order run)
 
-Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine).
+Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine):
+the highest rate, the lowest latency, size or cost.
 The apply paths are measured beside a floor in the same run (interleaved), and their targets are
 the ratios in RATIOS, computed from the best figures. Results and the machine they came from are
 recorded in docs/performance.md.
@@ -604,11 +608,11 @@ def _rss_child(count: int, url: str) -> None:
                 order_id = engine.accept_order(OrderType.PROVIDE, provide_order(n))
                 engine.apply(order_id, *LIFECYCLE[0])
         if start == 1:
-            at_1k = _peak_rss_mb()
-    print(json.dumps({"rss_mb": _peak_rss_mb(), "rss_mb_at_1k": at_1k}))
+            at_1k = peak_rss_mb()
+    print(json.dumps({"rss_mb": peak_rss_mb(), "rss_mb_at_1k": at_1k}))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak RSS of this process. Linux's ``ru_maxrss`` survives fork and exec (a child reports
     its parent's peak), so read the address space's own high-water mark where there is one."""
     status = Path("/proc/self/status")
@@ -749,9 +753,25 @@ def bench_delivery_service(orders: int) -> dict[str, float]:
     return run(orders)
 
 
+def bench_inbound(orders: int) -> dict[str, float]:
+    """The Supplier API's creates over HTTP; see tools/bench_inbound.py."""
+    from bench_inbound import bench_inbound as run
+
+    return run(orders)
+
+
+def bench_history(orders: int) -> dict[str, float]:
+    """History replay, the jeopardy scan and reconciliation; see tools/bench_history.py."""
+    from bench_history import bench_history as run
+
+    return run(orders)
+
+
 BENCHES: dict[str, Callable[[int], dict[str, float]]] = {
     "delivery": bench_delivery,
     "delivery_service": bench_delivery_service,
+    "inbound": bench_inbound,
+    "history": bench_history,
     "apply_memory": bench_apply_memory,
     "durable": bench_durable,
     "batch": bench_batch,
@@ -768,6 +788,10 @@ RATIOS: dict[str, tuple[str, str]] = {
     "postgres_vs_raw": ("postgres_events_per_s", "raw_postgres_events_per_s"),
     "postgres2_vs_raw": ("postgres2_events_per_s", "raw_postgres2_events_per_s"),
 }
+
+
+#: A figure whose name has one of these words is best when lowest (a latency, a size, a cost).
+_LOWER_IS_BETTER = {"ms", "us", "mb", "rss", "growth"}
 
 
 def machine() -> dict[str, Any]:
@@ -800,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(1 if name == "rss" else repeat):
             gc.collect()
             for key, value in BENCHES[name](orders).items():
-                better = min if key.startswith("rss") else max
+                better = min if _LOWER_IS_BETTER & set(key.split("_")) else max
                 best[key] = better(best.get(key, value), value)
         took = time.perf_counter() - began
         for ratio, (numerator, denominator) in RATIOS.items():

@@ -1,8 +1,13 @@
 """Benchmarks of the commands that read the whole database: history replay, the jeopardy scan
-and reconciliation. Prints progress lines, then one JSON object on the last line.
+and reconciliation.
 
-    python tools/bench_history.py                  100,000 orders (a few minutes to build)
-    python tools/bench_history.py --orders 5000    a quick run
+Through tools/bench.py (``--only history``: 2,000 orders with ``--quick``, else 10,000, the
+database built once and reused by the repeats) they print ``history_replay_orders_per_s``,
+``jeopardy_scan_orders_per_s`` and ``reconcile_orders_per_s`` on its JSON line. The full run,
+100,000 orders (about 16 minutes to build on two shared cores), is this script on its own:
+
+    python tools/bench_history.py                  100,000 orders
+    python tools/bench_history.py --orders 5000    a smaller database
     python tools/bench_history.py --db sqlite:///kept.db --keep   reuse or keep the database
 
 Each measurement runs in a child process of its own, so its peak RSS shows the memory the
@@ -13,8 +18,8 @@ Results and the machine they came from are recorded in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from bench import peak_rss_mb
 from kci_engine import Engine, Event, OrderType
 from kci_engine.store.sql import SqlStore
 from kci_engine.store.tables import OUTBOX
@@ -119,6 +125,7 @@ def measure_jeopardy(url: str) -> dict[str, Any]:
     return {
         "jeopardy_scan_orders_per_s": round(orders / elapsed),
         "jeopardy_found": gauges(found),
+        "jeopardy_found_items": len(found),
     }
 
 
@@ -142,8 +149,39 @@ MEASURES: dict[str, Callable[[str], dict[str, Any]]] = {
 
 def child(name: str, url: str) -> dict[str, Any]:
     result = MEASURES[name](url)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**result, f"{name}_peak_rss_mb": round(peak_mb, 1)}
+    return {**result, f"{name}_peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def measure(name: str, url: str) -> dict[str, Any]:
+    """``MEASURES[name]`` on ``url`` in a child process of its own (its peak RSS its own)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--db", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+#: Databases built for tools/bench.py, by number of orders: its repeats reuse them.
+_BUILT: dict[int, str] = {}
+
+
+def bench_history(orders: int) -> dict[str, float]:
+    """For tools/bench.py: a database of ``orders`` orders (built on the first call), then
+    each command timed in a child process; the numeric figures only."""
+    if orders not in _BUILT:
+        work = tempfile.TemporaryDirectory(prefix="kci-bench-")
+        atexit.register(work.cleanup)
+        url = f"sqlite:///{Path(work.name) / 'history.db'}"
+        build(url, orders)
+        _BUILT[orders] = url
+    figures: dict[str, float] = {}
+    for name in sorted(MEASURES):
+        found = measure(name, _BUILT[orders])
+        figures.update({k: v for k, v in found.items() if isinstance(v, int | float)})
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(build(url, args.orders))
         for name in args.only or sorted(MEASURES):
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--db", url],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            figures.update(json.loads(out.stdout.strip().splitlines()[-1]))
+            figures.update(measure(name, url))
         figures["orders"] = args.orders
         print(json.dumps(figures, sort_keys=True))
     return 0

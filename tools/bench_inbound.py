@@ -1,22 +1,22 @@
-"""Benchmark of the Supplier API (kci_engine.inbound): creates answered over HTTP by uvicorn on
-127.0.0.1, on a SQLite file (WAL, synchronous=FULL). Prints one JSON object on the last line.
+"""Supplier API benchmarks (run through tools/bench.py, ``--only inbound``, which prints them on
+its JSON line).
 
-    python tools/bench_inbound.py [--orders 1000] [--clients 8]
-
-Each create is one transaction (the ledger row, the order, its event-log entry); half are
-answered 201 (acknowledged at once), half 202. Kept apart from tools/bench.py until the lead
-merges them; results are recorded in docs/performance.md.
+``bench_inbound``: creates answered over HTTP by uvicorn on 127.0.0.1, on a SQLite file (WAL,
+synchronous=FULL). Each create is one transaction (the ledger row, the order, its event-log
+entry); half are answered 201 (acknowledged at once), half 202. One client posts them in turn
+(``inbound_creates_per_s`` and the latency of each, ``inbound_create_p50_ms`` and ``_p99_ms``),
+then the same again, answered from the ledger (``inbound_replays_per_s``), then eight clients at
+once (``inbound_concurrent_creates_per_s``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from kci_engine import Engine
@@ -64,13 +64,15 @@ def _post(client: httpx.Client, url: str, gateway_id: int) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=8)
-    args = parser.parse_args()
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, SqlStore(f"sqlite:///{Path(tmp) / 'b.db'}") as store:
+def bench_inbound(orders: int) -> dict[str, float]:
+    """``orders // 2`` creates one at a time, again (the gateway retrying), and as many from
+    eight clients at once; per second, and the one-at-a-time latency."""
+    count, clients = max(orders // 2, 200), 8
+    results: dict[str, float] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="kci-bench-") as tmp,
+        SqlStore(f"sqlite:///{Path(tmp) / 'inbound.db'}") as store,
+    ):
         api = SupplierApi(Engine(store), HalfAndHalf())
         config = ServeConfig(port=0, auth=BearerTokens([TOKEN]))
         with running_server(api, config) as server, httpx.Client() as client:
@@ -78,36 +80,31 @@ def main() -> None:
             for n in range(50):
                 _post(client, url, 1_000_000 + n)  # warm up
             started = time.perf_counter()
-            latencies = sorted(_post(client, url, 1 + n) for n in range(args.orders))
-            elapsed = time.perf_counter() - started
-            results["inbound_creates_per_s"] = round(args.orders / elapsed)
-            results["inbound_create_p50_ms"] = round(latencies[len(latencies) // 2] * 1000, 2)
-            results["inbound_create_p99_ms"] = round(
-                latencies[int(len(latencies) * 0.99)] * 1000, 2
-            )
+            latencies = [_post(client, url, 1 + n) for n in range(count)]
+            results["inbound_creates_per_s"] = count / (time.perf_counter() - started)
+            centiles = statistics.quantiles(latencies, n=100)
+            results["inbound_create_p50_ms"] = statistics.median(latencies) * 1000
+            results["inbound_create_p99_ms"] = centiles[98] * 1000
             started = time.perf_counter()
-            for n in range(args.orders):
+            for n in range(count):
                 _post(client, url, 1 + n)  # the gateway retrying: the same answers again
-            results["inbound_replays_per_s"] = round(args.orders / (time.perf_counter() - started))
-            print("sequential done", flush=True)
+            results["inbound_replays_per_s"] = count / (time.perf_counter() - started)
 
             def worker(k: int) -> None:
                 with httpx.Client() as own:
-                    for n in range(args.orders // args.clients):
+                    for n in range(count // clients):
                         _post(own, url, 2_000_000 + k * 100_000 + n)
 
-            threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.clients)]
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            done = args.orders // args.clients * args.clients
-            results["inbound_concurrent_creates_per_s"] = round(
-                done / (time.perf_counter() - started)
-            )
-    print(json.dumps(results, sort_keys=True))
+            done = count // clients * clients
+            results["inbound_concurrent_creates_per_s"] = done / (time.perf_counter() - started)
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(bench_inbound(2_000)))

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ConfigurationError
 from ._common import db_option, echo, open_store
+
+if TYPE_CHECKING:
+    from ..delivery.metrics import DeliveryMetrics, Scans
+    from ..delivery.settings import DeliverySettings
+    from ..store.sql import SqlStore
 
 
 class JsonLines(logging.Formatter):
@@ -111,7 +119,8 @@ def dispatch(
                 "--metrics-port needs prometheus-client: pip install 'kci-engine[dispatch]'"
             ) from None
         metrics = DeliveryMetrics()
-    with open_store(settings.engine_db) as store:
+    with open_store(settings.engine_db) as store, ExitStack() as running:
+        running.callback(client.close)
         dispatcher = Dispatcher(
             store,
             client,
@@ -122,16 +131,18 @@ def dispatch(
             worker_id=settings.worker_id,
             metrics=metrics,
         )
-        server = None
         if metrics is not None and metrics_port is not None:
             from ..delivery.metrics import serve
 
+            running.enter_context(_scanning(metrics, settings))
             try:
                 server = serve(metrics, dispatcher, metrics_host, metrics_port)
             except OSError as exc:
                 raise ConfigurationError(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
                 ) from None
+            running.callback(server.server_close)
+            running.callback(server.shutdown)
         if log_format == "json":
             formatter = JsonLines(dispatcher.me)
             for handler in logging.getLogger("kci_engine").handlers:
@@ -139,14 +150,58 @@ def dispatch(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dispatcher.stop())
         echo(f"dispatcher {dispatcher.me} delivering to {settings.gateway_url}", err=True)
-        try:
-            stats = dispatcher.run(idle_exit=once)
-        finally:
-            client.close()
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+        stats = dispatcher.run(idle_exit=once)
     echo(
         f"delivered {stats.delivered}, retried {stats.retried}, dead-lettered {stats.dead}",
         err=True,
     )
+
+
+def metric_scans(metrics: DeliveryMetrics, settings: DeliverySettings, reader: SqlStore) -> Scans:
+    """The scans behind the gauges of the dispatcher's ``/metrics`` that need a pass over the
+    database: the KCIs 202 answers owe and, unless ``KCI_METRICS_JEOPARDY`` is false, orders
+    in jeopardy by rule (the scan of ``kci-engine jeopardy``, with ``KCI_JEOPARDY_RULES``).
+    Composed here because delivery does not import history. ``reader``: a read-only store on
+    the dispatcher's database.
+
+    Raises:
+        ConfigurationError: ``KCI_METRICS_SCAN_S`` is 0; the jeopardy rules cannot be read or
+            their calendar's library is not installed.
+    """
+    from ..delivery.metrics import Scans, owed_scan
+
+    scans = Scans(metrics, settings.metrics_scan_s)
+    scans.add("owed", owed_scan(reader, metrics))
+    if settings.metrics_jeopardy:
+        from ..history.jeopardy import find_jeopardy, gauges, load_rules
+
+        try:
+            rules = load_rules(settings.jeopardy_rules)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"the jeopardy gauges: {exc.message} (KCI_METRICS_JEOPARDY=false leaves them out)"
+            ) from None
+        scans.add("jeopardy", lambda: metrics.jeopardy(gauges(find_jeopardy(reader, rules=rules))))
+    return scans
+
+
+@contextmanager
+def _scanning(metrics: DeliveryMetrics, settings: DeliverySettings) -> Iterator[None]:
+    """:func:`metric_scans` on a read-only store of their own, running while the block runs."""
+    if settings.metrics_scan_s == 0:
+        yield
+        return
+    from ..store.sql import SqlStore
+
+    reader = SqlStore(settings.engine_db, read_only=True, persistent=True)
+    try:
+        scans = metric_scans(metrics, settings, reader)
+    except BaseException:
+        reader.close()
+        raise
+    scans.start()
+    try:
+        yield
+    finally:
+        if scans.stop():
+            reader.close()  # else a scan is still reading it: the process exit ends both

@@ -20,6 +20,9 @@ a ``SecretStr``: it never appears in a repr, a log line or an error message.
 | order lease, seconds | ``KCI_LEASE_S`` | 30 (more than twice the timeout; <= 3600) |
 | this dispatcher's stable name | ``KCI_WORKER_ID`` | host:pid:random (give the pod or host name) |
 | verify TLS | ``KCI_VERIFY_TLS`` | true |
+| seconds between the jeopardy and owed scans | ``KCI_METRICS_SCAN_S`` | 60 (0: off; 1 to 86400) |
+| the jeopardy gauges on ``/metrics`` | ``KCI_METRICS_JEOPARDY`` | true |
+| the rules (TOML) the jeopardy gauges count with | ``KCI_JEOPARDY_RULES`` | the defaults |
 
 Every number must be finite and inside its range (``inf``, ``nan`` and ``1e308`` are refused with
 the setting's name). The database URL's password is masked in the settings' repr, str and JSON.
@@ -70,6 +73,9 @@ class DeliverySettings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     worker_id: str | None = Field(default=None, min_length=1, max_length=200)
     verify_tls: bool = True
+    metrics_scan_s: float = Field(default=60.0, ge=0, le=86_400, allow_inf_nan=False)
+    metrics_jeopardy: bool = True
+    jeopardy_rules: Path | None = None
 
     @field_validator("client_secret")
     @classmethod
@@ -94,6 +100,13 @@ class DeliverySettings(BaseSettings):
     def _printable(cls, value: str | None) -> str | None:
         if value is not None and not value.isprintable():
             raise ValueError("must be printable text (no control characters)")
+        return value
+
+    @field_validator("metrics_scan_s")
+    @classmethod
+    def _off_or_a_second(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (no scans) or at least 1 second")
         return value
 
     @model_validator(mode="after")
