@@ -121,14 +121,12 @@ def test_on_postgresql_killed_processes_lose_nothing(postgres_url: str) -> None:
     assert summary["database"] == "postgresql+psycopg"
 
 
-def _load_crashtest() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crashtest", ROOT / "tools" / "crashtest.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crashtest"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def _crash_module(name: str) -> ModuleType:
+    """A module of tools/ (crash_checks, crash_worker), imported as the crash test imports it."""
+    tools = str(ROOT / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return importlib.import_module(name)
 
 
 def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bodies(
@@ -137,12 +135,11 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
     """The crash test's verdicts are not vacuous: a clean run scores zero, and each kind of
     damage, made by hand, is counted, including what a gateway that forgot or garbled its record
     across a restart would leave."""
-    crashtest = _load_crashtest()
-    worker = sys.modules["crash_worker"]
+    checks, worker = _crash_module("crash_checks"), _crash_module("crash_worker")
     args = type("Args", (), {"seed": 5, "orders": 6, "events": 40})()
     SqlStore(sqlite_url).close()
     worker.apply_plan(sqlite_url, 5, 6, 40, 0.0)
-    want = crashtest.expected(args)
+    want = checks.expected(args)
     db = sa.create_engine(sqlite_url)
     with db.begin() as conn:
         conn.execute(OUTBOX.update().values(delivery_state="DELIVERED"))
@@ -155,12 +152,12 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
 
     def verdict(received: list[str]) -> dict[str, Any]:
         record.write_text("".join(line + "\n" for line in received))
-        result: dict[str, Any] = crashtest.verify(sqlite_url, record, stats, want)
+        result: dict[str, Any] = checks.verify(sqlite_url, record, stats, want)
         return result
 
     clean = verdict(lines)
-    assert {name: clean[name] for name in crashtest.MUST_BE_ZERO if name in clean} == {
-        name: 0 for name in crashtest.MUST_BE_ZERO if name in clean
+    assert {name: clean[name] for name in checks.MUST_BE_ZERO if name in clean} == {
+        name: 0 for name in checks.MUST_BE_ZERO if name in clean
     }
     assert clean["kcis"] == clean["kcis_expected"] == len(lines)
 
@@ -204,13 +201,13 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
 def test_the_gateway_counters_of_every_incarnation_are_added_up() -> None:
     """Counters read from each killed gateway before its kill, plus the last one's; what was
     accepted is what the last one holds (taken back from the record, then accepted)."""
-    crashtest = _load_crashtest()
+    checks = _crash_module("crash_checks")
     killed = [
         {"accepted": 9, "redelivered": 2, "violations": 0, "faults": {"drop": 1, "slow": 0}},
         {},  # it did not answer before its kill
     ]
     last = {"accepted": 5, "reloaded": 7, "redelivered": 1, "faults": {"drop": 2, "slow": 1}}
-    totals = crashtest.gateway_totals(killed, last)
+    totals = checks.gateway_totals(killed, last)
     assert totals["accepted"] == 12
     assert totals["reloaded"] == 7
     assert totals["redelivered"] == 3
