@@ -463,6 +463,22 @@ def test_metrics_and_health_are_served(sqlite_url: str) -> None:
     store.close()
 
 
+def test_the_operations_page_lists_every_metric_the_dispatcher_exports() -> None:
+    """docs/operations.md's metrics table names each metric as Prometheus exposes it (counters
+    with ``_total``), no more and no fewer."""
+    import re
+
+    from kci_engine.delivery.metrics import DeliveryMetrics
+
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in DeliveryMetrics().registry.collect()
+    }
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^  \| `(kci_[a-z_]+)", page, flags=re.MULTILINE))
+    assert documented == exported
+
+
 def test_dispatch_can_log_json_lines(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'kci.db'}"
     store, _ids = _orders(url, 1)

@@ -1,5 +1,6 @@
-"""Reliability: processes killed with SIGKILL mid-apply and mid-delivery, a gateway that fails
-30 % of the time, and processes racing on the same orders, on SQLite and PostgreSQL.
+"""Reliability: processes killed with SIGKILL mid-apply and mid-delivery, the gateway itself
+killed and restarted, a gateway that fails 30 % of the time, and processes racing on the same
+orders, on SQLite and PostgreSQL.
 
 The crash test itself is ``tools/crashtest.py`` (full size in docs/reliability.md); here it runs
 small. Racing processes on many orders are in test_store_sql.py; the races here are forced: every
@@ -41,6 +42,8 @@ ZEROS = (
     "applier_failures",
     "orders_with_wrong_kcis",
     "received_twice_as_new",
+    "record_damaged",
+    "sandbox_exits",
 )
 
 
@@ -60,43 +63,42 @@ def _crashtest(*args: str) -> dict[str, Any]:
     return summary
 
 
-def _assert_nothing_lost(summary: dict[str, Any], kills: int) -> None:
+def _assert_nothing_lost(summary: dict[str, Any], kills: int, sandbox_kills: int) -> None:
     assert {name: summary[name] for name in ZEROS} == dict.fromkeys(ZEROS, 0)
     assert summary["ok"] is True
     assert summary["kills"] == kills
     assert summary["kills_applier"] >= 1
     assert summary["kills_dispatcher"] >= 1
+    assert summary["kills_sandbox"] == sandbox_kills
+    assert summary["concurrency"] == 128
     assert summary["events_applied"] == summary["events_planned"]
     assert summary["kcis"] == summary["kcis_expected"] == summary["sandbox_accepted"]
+    if sandbox_kills:
+        # The last gateway took back what the ones before it had accepted (it was killed while
+        # KCIs were being delivered), and accepted the rest itself.
+        assert 0 < summary["sandbox_reloaded"] < summary["kcis"]
 
 
-def test_sigkilled_applier_and_dispatcher_lose_reorder_and_duplicate_nothing() -> None:
-    """60 orders, 600 events; the applier and the dispatcher SIGKILLed 5 times between them."""
+def test_sigkilled_applier_dispatcher_and_gateway_lose_reorder_and_duplicate_nothing() -> None:
+    """150 orders, 750 events, 128 in flight; the applier and the dispatcher SIGKILLed 4 times
+    between them, and the sandbox gateway twice among those, restarted on its record."""
     summary = _crashtest(
-        "--orders", "60", "--events", "600", "--kills", "5", "--seed", "11", "--release-leases"
+        *("--orders", "150", "--events", "750", "--kills", "4", "--sandbox-kills", "2"),
+        *("--seed", "11", "--release-leases"),
     )
-    _assert_nothing_lost(summary, kills=5)
-    assert summary["kcis"] > 500
+    _assert_nothing_lost(summary, kills=4, sandbox_kills=2)
+    assert summary["kcis"] > 700
 
 
 def test_under_30_percent_gateway_faults_and_kills_everything_arrives_once_in_order() -> None:
-    """The fault soak, small: every kind of fault injected, every KCI delivered in order, and
-    the KCIs the gateway processed before a timeout or a dropped connection are redelivered
-    with the identical body."""
+    """The fault soak, small: every kind of fault injected, the gateway killed and restarted
+    twice, every KCI delivered in order, and the KCIs the gateway processed before a timeout,
+    a dropped connection or its own death are redelivered with the identical body."""
     summary = _crashtest(
-        "--orders",
-        "60",
-        "--events",
-        "600",
-        "--kills",
-        "3",
-        "--seed",
-        "12",
-        "--fault-rate",
-        "0.3",
-        "--release-leases",
+        *("--orders", "150", "--events", "750", "--kills", "3", "--sandbox-kills", "2"),
+        *("--seed", "12", "--fault-rate", "0.3", "--release-leases"),
     )
-    _assert_nothing_lost(summary, kills=3)
+    _assert_nothing_lost(summary, kills=3, sandbox_kills=2)
     assert all(count > 0 for count in summary["faults_injected"].values()), summary
     assert summary["redeliveries"] > 0
     assert summary["delivery_attempts"] > summary["kcis"]
@@ -110,45 +112,34 @@ def test_on_postgresql_killed_processes_lose_nothing(postgres_url: str) -> None:
     url = next(databases)
     try:
         summary = _crashtest(
-            "--orders",
-            "40",
-            "--events",
-            "400",
-            "--kills",
-            "4",
-            "--seed",
-            "13",
-            "--db",
-            url,
-            "--release-leases",
+            *("--orders", "40", "--events", "400", "--kills", "3", "--sandbox-kills", "1"),
+            *("--seed", "13", "--db", url, "--release-leases"),
         )
     finally:
         next(databases, None)
-    _assert_nothing_lost(summary, kills=4)
+    _assert_nothing_lost(summary, kills=3, sandbox_kills=1)
     assert summary["database"] == "postgresql+psycopg"
 
 
-def _load_crashtest() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crashtest", ROOT / "tools" / "crashtest.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crashtest"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def _crash_module(name: str) -> ModuleType:
+    """A module of tools/ (crash_checks, crash_worker), imported as the crash test imports it."""
+    tools = str(ROOT / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return importlib.import_module(name)
 
 
 def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bodies(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     """The crash test's verdicts are not vacuous: a clean run scores zero, and each kind of
-    damage, made by hand, is counted."""
-    crashtest = _load_crashtest()
-    worker = sys.modules["crash_worker"]
+    damage, made by hand, is counted, including what a gateway that forgot or garbled its record
+    across a restart would leave."""
+    checks, worker = _crash_module("crash_checks"), _crash_module("crash_worker")
     args = type("Args", (), {"seed": 5, "orders": 6, "events": 40})()
     SqlStore(sqlite_url).close()
     worker.apply_plan(sqlite_url, 5, 6, 40, 0.0)
-    want = crashtest.expected(args)
+    want = checks.expected(args)
     db = sa.create_engine(sqlite_url)
     with db.begin() as conn:
         conn.execute(OUTBOX.update().values(delivery_state="DELIVERED"))
@@ -161,12 +152,12 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
 
     def verdict(received: list[str]) -> dict[str, Any]:
         record.write_text("".join(line + "\n" for line in received))
-        result: dict[str, Any] = crashtest.verify(sqlite_url, record, stats, want)
+        result: dict[str, Any] = checks.verify(sqlite_url, record, stats, want)
         return result
 
     clean = verdict(lines)
-    assert {name: clean[name] for name in crashtest.MUST_BE_ZERO if name in clean} == {
-        name: 0 for name in crashtest.MUST_BE_ZERO if name in clean
+    assert {name: clean[name] for name in checks.MUST_BE_ZERO if name in clean} == {
+        name: 0 for name in checks.MUST_BE_ZERO if name in clean
     }
     assert clean["kcis"] == clean["kcis_expected"] == len(lines)
 
@@ -175,6 +166,14 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
     changed = json.loads(lines[2])
     changed["issuedOn"] = "2030-01-01T00:00:00.000Z"
     assert verdict([*lines[:2], json.dumps(changed), *lines[3:]])["different_bodies_same_id"] == 1
+    # A restarted gateway that forgot its record takes a redelivered first KCI as new.
+    forgot = verdict([*lines, lines[0]])
+    assert forgot["received_twice_as_new"] == 1
+    assert forgot["reorderings"] == 1
+    # A line cut short by a killed gateway, the next acceptance glued to it.
+    glued = verdict([*lines[:3], lines[3][:40] + lines[4], *lines[5:]])
+    assert glued["record_damaged"] == 1
+    assert glued["lost"] == 2
 
     with db.begin() as conn:  # a KCI written twice: an extra row no event accounts for
         first = conn.execute(sa.select(OUTBOX).limit(1)).one()._asdict()
@@ -197,6 +196,22 @@ def test_the_crash_test_checks_catch_loss_reordering_duplication_and_changed_bod
     assert damaged["gaps"] == 1
     assert damaged["lost"] == 1  # the extra KCI never reached the gateway
     db.dispose()
+
+
+def test_the_gateway_counters_of_every_incarnation_are_added_up() -> None:
+    """Counters read from each killed gateway before its kill, plus the last one's; what was
+    accepted is what the last one holds (taken back from the record, then accepted)."""
+    checks = _crash_module("crash_checks")
+    killed = [
+        {"accepted": 9, "redelivered": 2, "violations": 0, "faults": {"drop": 1, "slow": 0}},
+        {},  # it did not answer before its kill
+    ]
+    last = {"accepted": 5, "reloaded": 7, "redelivered": 1, "faults": {"drop": 2, "slow": 1}}
+    totals = checks.gateway_totals(killed, last)
+    assert totals["accepted"] == 12
+    assert totals["reloaded"] == 7
+    assert totals["redelivered"] == 3
+    assert totals["faults"] == {"drop": 3, "slow": 1}
 
 
 # --- forced races --------------------------------------------------------------------------------

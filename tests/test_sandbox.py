@@ -561,6 +561,7 @@ def test_stats_shape_and_reset(
         "faults": {"5xx": 0, "slow": 0, "429": 0, "token_expiry": 0, "drop": 0},
         "orders": 1,
         "tokens_issued": 1,
+        "reloaded": 0,
     }
     assert client.post(gw.root_url + "/_sandbox/reset").status_code == 204
     assert client.get(gw.root_url + "/_sandbox/stats").json()["accepted"] == 0
@@ -771,6 +772,71 @@ def test_a_restarted_sandbox_remembers_what_it_accepted(tmp_path: Path) -> None:
         assert gateway.state.stats()["redelivered"] == 1
         assert gateway.state.stats()["violations"] == 0
     assert len(record.read_text().splitlines()) == 2
+
+
+def _three_kci_bodies() -> list[str]:
+    """An order's first three KCIs; the third has text beyond ASCII, as a KCI body may."""
+    from kci_engine import Engine, Event
+    from kci_engine.tooling.testing import COMMIT_DATES, provide_order
+
+    engine = Engine()
+    order_id = engine.accept_order("provide", provide_order(8))
+    engine.apply(order_id, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S"}})
+    engine.apply(order_id, Event.COMMIT, {"order": COMMIT_DATES})
+    engine.apply(order_id, Event.WARN, {"problem_code": "NETWORK_ISSUE", "text": "Café wayleave"})
+    return [kci.json() for kci in engine.kcis(order_id)]
+
+
+def _submit(state: SandboxState, body: str) -> str:
+    from kci_engine.orders import parse_kci
+
+    return state.submit(json.loads(body), parse_kci(body)).verdict.value
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda line: line[: len(line) // 2], id="half-a-line"),
+        pytest.param(lambda line: line[: line.index(b"\xc3") + 1], id="half-a-character"),
+    ],
+)
+def test_a_line_cut_short_by_a_kill_is_cut_off_and_what_follows_is_kept(
+    tmp_path: Path, cut: Callable[[bytes], bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sandbox SIGKILLed while it writes a record line leaves the line unfinished. That KCI was
+    never answered (the 204 goes out after the line is flushed), so a restarted sandbox cuts the
+    fragment off and takes the KCI as new when it comes again, on a line of its own: a second
+    restart remembers every KCI, once. (The fragment used to stay, the next acceptance was
+    appended to it, and the next restart forgot that one; a cut UTF-8 character stopped the
+    sandbox from starting at all.)"""
+    record = tmp_path / "received.jsonl"
+    one, two, three = _three_kci_bodies()
+    record.write_bytes(f"{one}\n{two}\n".encode() + cut(three.encode()))
+    state = SandboxState(client_id=CLIENT[0], client_secret=CLIENT[1], record=record)
+    assert state.stats()["reloaded"] == 2
+    assert _submit(state, three) == "accepted"
+    state.close()
+    assert "cut off an unfinished last line" in caplog.text
+    assert record.read_text(encoding="utf-8").splitlines() == [one, two, three]
+    again = SandboxState(client_id=CLIENT[0], client_secret=CLIENT[1], record=record)
+    assert again.stats()["reloaded"] == 3
+    assert _submit(again, three) == "redelivered"
+    again.close()
+
+
+def test_a_whole_last_line_without_its_newline_is_taken_back_and_ended(tmp_path: Path) -> None:
+    """Killed after a KCI's last byte but before its newline: the KCI is whole, so it is taken
+    back (its sender, which got no answer, sends it again and gets a redelivery), and the line is
+    ended before the next one is appended."""
+    record = tmp_path / "received.jsonl"
+    one, two, three = _three_kci_bodies()
+    record.write_text(f"{one}\n{two}", encoding="utf-8")
+    state = SandboxState(client_id=CLIENT[0], client_secret=CLIENT[1], record=record)
+    assert state.stats()["reloaded"] == 2
+    assert _submit(state, two) == "redelivered"
+    assert _submit(state, three) == "accepted"
+    state.close()
+    assert record.read_text(encoding="utf-8").splitlines() == [one, two, three]
 
 
 def test_record_lines_that_are_not_kci_bodies_are_not_taken_back(

@@ -1,29 +1,40 @@
 """Crash test and gateway fault soak: real processes, killed with SIGKILL, nothing lost.
 
-    python tools/crashtest.py                          500 orders, ~5,000 events, 20 kills
+    python tools/crashtest.py              500 orders, ~5,000 events, 20 kills, 5 of the gateway
     python tools/crashtest.py --fault-rate 0.3         the same under gateway faults (the soak)
-    python tools/crashtest.py --orders 60 --events 600 --kills 5 --release-leases   (CI size)
+    python tools/crashtest.py --orders 150 --events 750 --kills 4 --sandbox-kills 2 \
+        --release-leases                                                            (CI size)
     python tools/crashtest.py --db postgresql+psycopg://user@127.0.0.1:5432/empty_db
 
-Three processes run at once: the sandbox gateway (``kci-engine sandbox``, recording every KCI it
-accepts), an applier (``tools/crash_worker.py``, applying a deterministic plan of lifecycles with
-event ids) and a dispatcher (``kci-engine dispatch``). While events are being applied and
-delivered, the applier or the dispatcher (in turn) is killed with SIGKILL at a random moment once
-it is doing work, and started again; the gateway is never killed. Then everything is left to
-finish and the database and the gateway's record are checked:
+Three processes run at once: the sandbox gateway (``kci-engine sandbox --record FILE``, recording
+every KCI it accepts), an applier (``tools/crash_worker.py``, applying a deterministic plan of
+lifecycles with event ids) and a dispatcher (``kci-engine dispatch``, ``KCI_CONCURRENCY`` 128 by
+default). While events are being applied and delivered, the applier or the dispatcher (in turn)
+is killed with SIGKILL at a random moment once it is doing work, and started again; at random
+places among those kills the gateway is SIGKILLed too, and started again on the same port with
+the same record file, which it reads back. Then everything is left to finish and the database
+and the gateway's record (one file across all its restarts) are checked:
 
 - every planned event is in the event log once, with exactly the KCIs an undisturbed run
   produces (replayed in memory): none missing (``lost``), none extra (``duplicated_in_outbox``);
 - each order's KCIs are numbered 1..n without a gap (``gaps``), in the outbox and at the gateway;
 - the gateway received every KCI (``lost``), each order's in sequence order (``reorderings``),
   and a KCI id it saw twice carried the same body both times (``different_bodies_same_id``);
+- the record holds each KCI once (``received_twice_as_new``: a restarted gateway that forgot what
+  it accepted takes a redelivery as new) and every line of it is a whole KCI (``record_damaged``);
 - the gateway saw no contract or sequence violation, and no KCI is left undelivered or dead.
 
-A dispatcher killed mid-delivery keeps its orders' leases until they run out (120 s); with
-``--release-leases`` the harness releases a killed dispatcher's leases at once, as a supervisor
-that knows the process is dead would (CI uses it to stay fast). A dispatcher that stops by itself
-(e.g. it took two 401s in a row from injected token-expiry faults) is restarted and counted in
-``dispatcher_exits``.
+The gateway's counters (redeliveries, faults, 401s) die with each killed incarnation; the harness
+reads them just before each kill, so for a run with gateway kills they are lower bounds.
+``sandbox_accepted`` is what the last incarnation holds: what it took back from the record plus
+what it accepted itself.
+
+A dispatcher killed mid-delivery keeps its orders' leases until they run out (``KCI_LEASE_S``,
+30 s by default); with ``--release-leases`` the harness releases a killed dispatcher's leases at
+once, as a supervisor that knows the process is dead would (CI uses it to stay fast). A
+dispatcher that stops by itself (only refused credentials should stop it) is restarted and
+counted in ``dispatcher_exits``; a gateway that stops by itself, in ``sandbox_exits``. The
+dispatcher serves ``/healthz``, which the harness reads every 50 ms for ``peak_in_flight``.
 
 Progress lines go to stdout; the last line is one JSON object. Exit status 0 when every figure
 that must be zero is zero.
@@ -37,7 +48,6 @@ import itertools
 import json
 import os
 import platform
-import queue
 import random
 import re
 import shutil
@@ -48,36 +58,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # crash_worker
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # crash_worker, crash_checks
 
 import httpx
 import sqlalchemy as sa
-from crash_worker import plan
-from kci_engine import Engine
+from crash_checks import MUST_BE_ZERO, expected, gateway_totals, verify
 from kci_engine.store.sql import SqlStore, create_db_engine
 from kci_engine.store.tables import EVENTS, LEASES, OUTBOX, DeliveryState
-from kci_engine.tooling.sandbox import order_key
 
 ROOT = Path(__file__).resolve().parent.parent
-
-#: Figures that must be zero for the run to pass.
-MUST_BE_ZERO = (
-    "lost",
-    "duplicated_in_outbox",
-    "gaps",
-    "reorderings",
-    "different_bodies_same_id",
-    "events_missing",
-    "undelivered",
-    "sandbox_violations",
-    "unknown_received",
-    "applier_failures",
-)
 
 
 def log(message: str) -> None:
@@ -145,44 +138,90 @@ class Role:
         return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def start_sandbox(work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    """The sandbox gateway as a subprocess on a free loopback port; its base URL."""
-    record = work / "received.jsonl"
-    command = [
+class Gateway(Role):
+    """The sandbox gateway: started on a free port, started again after a kill on the same port
+    with the same record file (so it takes back what it accepted), each incarnation with a fault
+    seed of its own."""
+
+    def __init__(self, work: Path, args: argparse.Namespace) -> None:
+        super().__init__("sandbox", [], os.environ.copy(), work)
+        self.args = args
+        self.record = work / "received.jsonl"
+        self.port = 0
+        self.root = ""
+        self.last_stats: list[dict[str, Any]] = []  # of each killed incarnation, before the kill
+
+    @property
+    def base_url(self) -> str:
+        return self.root + "/v1"
+
+    def start(self) -> None:
+        """Start it and wait until it listens; a port still held a moment after a kill is
+        tried again for a few seconds."""
+        for attempt in itertools.count(1):
+            self.argv = sandbox_argv(self.args, self.record, self.port, self.incarnation)
+            super().start()
+            found = self._wait_ready(30.0)
+            if found is not None:
+                self.root = found
+                self.port = int(found.rsplit(":", 1)[1])
+                return
+            if attempt >= 10 or self.port == 0:
+                raise SystemExit(f"the sandbox gateway did not start: {self.tail()}")
+            time.sleep(0.5)
+
+    def _wait_ready(self, timeout: float) -> str | None:
+        """Its root URL once it has printed its first line; ``None`` if it stopped first."""
+        path = self.logs / f"{self.name}-{self.incarnation}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+            found = re.search(r"(http://\S+)/v1", text)
+            if found is not None:
+                return found.group(1)
+            if self.exited() is not None:
+                return None
+            time.sleep(0.02)
+        self.kill()
+        return None
+
+    def stats(self) -> dict[str, Any] | None:
+        """Its counters now (``None`` if it does not answer)."""
+        try:
+            answer: dict[str, Any] = httpx.get(self.root + "/_sandbox/stats", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return answer
+
+    def kill_and_restart(self, down_s: float) -> None:
+        """Read its counters, SIGKILL it, leave the port closed ``down_s``, start it again."""
+        self.last_stats.append(self.stats() or {})
+        self.kill()
+        time.sleep(down_s)
+        self.start()
+
+
+def sandbox_argv(args: argparse.Namespace, record: Path, port: int, incarnation: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "kci_engine.cli",
         "sandbox",
         "--port",
-        "0",
+        str(port),
         "--record",
         str(record),
         "--fault-rate",
         str(args.fault_rate),
         "--seed",
-        str(args.seed),
+        str(args.seed + incarnation),
         "--slow-seconds",
         str(args.slow_seconds),
+        "--latency-ms",
+        str(args.gateway_latency_ms),
+        "--jitter-ms",
+        str(args.gateway_latency_ms / 2),
     ]
-    stderr = (work / "sandbox.log").open("w", encoding="utf-8")
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, env=os.environ.copy()
-    )
-    stderr.close()
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-    try:
-        first = lines.get(timeout=30)
-    except queue.Empty:
-        process.kill()
-        raise SystemExit("the sandbox gateway did not start in 30 s") from None
-    found = re.search(r"(http://\S+/v1)", first)
-    if found is None:
-        process.kill()
-        raise SystemExit(f"unexpected sandbox output: {first!r}")
-    return process, found.group(1)
 
 
 def dispatcher_env(url: str, gateway: str, args: argparse.Namespace) -> dict[str, str]:
@@ -251,13 +290,47 @@ class RunStats:
     kills: int = 0
     kills_applier: int = 0
     kills_dispatcher: int = 0
+    kills_sandbox: int = 0
     dispatcher_exits: int = 0
     dispatcher_exit_reasons: list[str] = field(default_factory=list)
+    sandbox_exits: int = 0
     applier_failures: int = 0
     leases_left_by_killed_dispatchers: int = 0
     leases_released: int = 0
     applied_at: float = 0.0
     delivered_at: float = 0.0
+
+
+@dataclass
+class Crew:
+    """The three processes of a run."""
+
+    applier: Role
+    dispatcher: Role
+    gateway: Gateway
+
+
+class InFlight(threading.Thread):
+    """Reads the dispatcher's ``/healthz`` every 50 ms and keeps the most requests it had in
+    flight at once (a sample: the true peak may be higher)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="in-flight", daemon=True)
+        self.url = f"http://127.0.0.1:{port}/healthz"
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=1.0) as http:
+            while not self.done.wait(0.05):
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    self.peak = max(self.peak, int(http.get(self.url).json()["in_flight"]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Any, timeout: float, poll: float = 0.02) -> bool:
@@ -269,10 +342,16 @@ def wait_for(condition: Any, timeout: float, poll: float = 0.02) -> bool:
     return bool(condition())
 
 
-def supervise(
-    applier: Role, dispatcher: Role, progress: Progress, stats: RunStats
-) -> tuple[bool, bool]:
-    """Restart a dispatcher that stopped by itself; report (applier done, applier failed)."""
+def supervise(crew: Crew, stats: RunStats) -> tuple[bool, bool]:
+    """Restart a dispatcher that stopped by itself (and a gateway, which must never stop by
+    itself: counted in ``sandbox_exits``); report (applier done, applier failed)."""
+    dispatcher, applier, gateway = crew.dispatcher, crew.applier, crew.gateway
+    code = gateway.exited()
+    if code is not None:
+        stats.sandbox_exits += 1
+        log(f"the sandbox gateway stopped by itself (exit {code}): {gateway.tail()}; restarting")
+        gateway.last_stats.append({})
+        gateway.start()
     code = dispatcher.exited()
     if code is not None:
         stats.dispatcher_exits += 1
@@ -289,28 +368,36 @@ def supervise(
     return True, True
 
 
-def run_kills(
-    args: argparse.Namespace, applier: Role, dispatcher: Role, progress: Progress, stats: RunStats
-) -> None:
-    """Kill the applier or the dispatcher ``args.kills`` times, each at a random moment once
-    the process has made progress since it (re)started."""
+def run_kills(args: argparse.Namespace, crew: Crew, progress: Progress, stats: RunStats) -> None:
+    """Kill the applier or the dispatcher ``args.kills`` times, and the gateway
+    ``args.sandbox_kills`` times at random places among them, each at a random moment once the
+    process has made progress since it (re)started."""
     rng = random.Random(args.seed * 7919 + 1)
-    turn = rng.randrange(2)
+    total = args.kills + args.sandbox_kills
+    gateway_turns = set(rng.sample(range(total), args.sandbox_kills))
+    # The applier first: a run whose kills fall behind their slots (a loaded machine, slow
+    # restarts) may find the paced applier finished by its turn, and then it would not be killed.
+    turn = 0
     applier_done = False
     started = time.monotonic()
-    while stats.kills < args.kills:
+    while stats.kills + stats.kills_sandbox < total:
+        done = stats.kills + stats.kills_sandbox
         # Spread the kills over the time the plan takes to apply.
-        slot = (stats.kills + rng.uniform(0.1, 0.9)) * args.apply_seconds / args.kills
-        while time.monotonic() < started + slot and not applier.exited():
-            supervise(applier, dispatcher, progress, stats)
+        slot = (done + rng.uniform(0.1, 0.9)) * args.apply_seconds / total
+        while time.monotonic() < started + slot and not crew.applier.exited():
+            supervise(crew, stats)
             time.sleep(0.05)
-        done, failed = supervise(applier, dispatcher, progress, stats)
-        applier_done = applier_done or done
+        finished, failed = supervise(crew, stats)
+        applier_done = applier_done or finished
         if failed:
             return
-        victim = dispatcher if applier_done or turn % 2 else applier
-        turn += 1
-        metric = progress.events if victim is applier else progress.delivered
+        victim: Role
+        if done in gateway_turns:
+            victim = crew.gateway
+        else:
+            victim = crew.dispatcher if applier_done or turn % 2 else crew.applier
+            turn += 1
+        metric = progress.events if victim is crew.applier else progress.delivered
         baseline = metric()
 
         def busy(metric: Any = metric, baseline: int = baseline, victim: Role = victim) -> bool:
@@ -324,9 +411,18 @@ def run_kills(
         if victim.exited() is not None:
             continue
         pid = victim.pid
+        if victim is crew.gateway:
+            crew.gateway.kill_and_restart(rng.uniform(0.0, args.max_sandbox_down_s))
+            stats.kills_sandbox += 1
+            log(
+                f"sandbox kill {stats.kills_sandbox}/{args.sandbox_kills}: SIGKILL the gateway "
+                f"(pid {pid}{'' if working else ', idle'}), started again on port "
+                f"{crew.gateway.port}; KCIs {progress.states()}"
+            )
+            continue
         victim.kill()
         stats.kills += 1
-        if victim is applier:
+        if victim is crew.applier:
             stats.kills_applier += 1
         else:
             stats.kills_dispatcher += 1
@@ -343,16 +439,14 @@ def run_kills(
 
 
 def finish(
-    args: argparse.Namespace,
-    applier: Role,
-    dispatcher: Role,
+    crew: Crew,
     progress: Progress,
     stats: RunStats,
     deadline: float,
 ) -> None:
     """Let the applier finish its plan and the dispatcher deliver everything."""
     while time.monotonic() < deadline:
-        done, failed = supervise(applier, dispatcher, progress, stats)
+        done, failed = supervise(crew, stats)
         if done or failed:
             break
         time.sleep(0.1)
@@ -360,7 +454,7 @@ def finish(
     stats.applied_at = time.monotonic()
     last = 0.0
     while time.monotonic() < deadline:
-        supervise(applier, dispatcher, progress, stats)
+        supervise(crew, stats)
         states = progress.states()
         if not states.get(DeliveryState.PENDING) or states.get(DeliveryState.DEAD):
             break
@@ -369,149 +463,6 @@ def finish(
             last = time.monotonic()
         time.sleep(0.1)
     stats.delivered_at = time.monotonic()
-
-
-@dataclass
-class Expected:
-    """What an undisturbed run produces: per order, the KCIs of each event."""
-
-    reasons: dict[str, list[str]]  # order id -> reason codes in sequence order
-    per_event: dict[tuple[str, str], int]  # (order id, event id) -> KCIs it produces
-    events: int
-
-
-def expected(args: argparse.Namespace) -> Expected:
-    plans, _ = plan(args.seed, args.orders, args.events)
-    engine = Engine()
-    reasons: dict[str, list[str]] = {}
-    per_event: dict[tuple[str, str], int] = {}
-    events = 0
-    for one in plans:
-        engine.accept_order(one.order_type, one.order, order_id=one.order_id, event_id="accept")
-        per_event[(one.order_id, "accept")] = 0
-        for position, (event, data) in enumerate(one.steps):
-            kcis = engine.apply(one.order_id, event, data)
-            per_event[(one.order_id, f"e{position}")] = len(kcis)
-            events += 1
-        reasons[one.order_id] = [k.reason_code.value for k in engine.kcis(one.order_id)]
-    return Expected(reasons, per_event, events)
-
-
-def verify(url: str, record: Path, gateway_stats: dict[str, Any], want: Expected) -> dict[str, Any]:
-    """Every figure of the summary, from the database and the gateway's record."""
-    db = create_db_engine(url)
-    with db.connect() as conn:
-        outbox = [
-            dict(row._mapping)
-            for row in conn.execute(
-                sa.select(
-                    OUTBOX.c.kci_id,
-                    OUTBOX.c.order_id,
-                    OUTBOX.c.sequence_number,
-                    OUTBOX.c.reason_code,
-                    OUTBOX.c.body,
-                    OUTBOX.c.delivery_state,
-                    OUTBOX.c.attempts,
-                    OUTBOX.c.last_error,
-                )
-            )
-        ]
-        logged = [
-            dict(row._mapping)
-            for row in conn.execute(
-                sa.select(EVENTS.c.order_id, EVENTS.c.event_id, EVENTS.c.kci_ids).order_by(
-                    EVENTS.c.seq
-                )
-            )
-        ]
-    db.dispose()
-    by_id = {row["kci_id"]: row for row in outbox}
-    per_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in outbox:
-        per_order[row["order_id"]].append(row)
-
-    # The event log against the plan: each planned call once, with the KCIs it should have.
-    seen_events = Counter((e["order_id"], e["event_id"]) for e in logged)
-    events_twice = sum(n - 1 for n in seen_events.values() if n > 1)
-    unexpected_events = sum(1 for key in seen_events if key not in want.per_event)
-    events_missing = sum(1 for key in want.per_event if key not in seen_events)
-    events_applied = sum(1 for (_, eid) in seen_events if eid != "accept")
-    referenced: Counter[str] = Counter()
-    extra_kcis = missing_kcis = 0
-    for entry in logged:
-        ids = json.loads(entry["kci_ids"])
-        referenced.update(ids)
-        wanted = want.per_event.get((entry["order_id"], entry["event_id"]), 0)
-        extra_kcis += max(0, len(ids) - wanted)
-        missing_kcis += max(0, wanted - len(ids))
-        missing_kcis += sum(1 for kci_id in ids if kci_id not in by_id)
-    orphans = sum(1 for kci_id in by_id if kci_id not in referenced)
-    shared = sum(n - 1 for n in referenced.values() if n > 1)
-    wrong_reasons = 0
-    gaps = 0
-    for order_id, rows in per_order.items():
-        rows.sort(key=lambda r: r["sequence_number"])
-        numbers = [r["sequence_number"] for r in rows]
-        gaps += (
-            len(set(range(1, max(numbers) + 1)) - set(numbers)) + len(numbers) - len(set(numbers))
-        )
-        if [r["reason_code"] for r in rows] != want.reasons.get(order_id):
-            wrong_reasons += 1
-    missing_orders = sum(
-        1 for order_id, r in want.reasons.items() if r and order_id not in per_order
-    )
-
-    # What the gateway received: first acceptances, in arrival order.
-    received = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
-    received_ids = Counter(str(body["id"]) for body in received)
-    arrival: dict[str, list[int]] = defaultdict(list)
-    for body in received:
-        arrival[order_key(body)].append(int(body["sequenceNumber"]))
-    reorderings = 0
-    received_gaps = 0
-    for numbers in arrival.values():
-        reorderings += sum(1 for a, b in itertools.pairwise(numbers) if b < a)
-        received_gaps += sum(1 for a, b in itertools.pairwise([0, *numbers]) if b > a + 1)
-    different = sum(
-        1
-        for body in received
-        if str(body["id"]) in by_id and json.loads(by_id[str(body["id"])]["body"]) != body
-    )
-    different += sum(
-        1 for row in outbox if "different body" in (row["last_error"] or "")
-    )  # refused by the gateway as a reused id
-    sequence_refusals = sum(
-        1
-        for row in outbox
-        if row["delivery_state"] == DeliveryState.DEAD
-        and re.search(r"sequenceNumber|issuedOn", row["last_error"] or "")
-    )
-    not_received = sum(1 for kci_id in by_id if kci_id not in received_ids)
-    states = Counter(row["delivery_state"] for row in outbox)
-    return {
-        "events_planned": want.events,
-        "events_applied": events_applied,
-        "events_missing": events_missing,
-        "kcis": len(outbox),
-        "kcis_expected": sum(len(r) for r in want.reasons.values()),
-        "lost": not_received + missing_kcis + missing_orders,
-        "duplicated_in_outbox": extra_kcis + orphans + shared + events_twice + unexpected_events,
-        "orders_with_wrong_kcis": wrong_reasons,
-        "gaps": gaps + received_gaps,
-        "reorderings": reorderings + sequence_refusals,
-        "redeliveries": int(gateway_stats.get("redelivered", 0)),
-        "different_bodies_same_id": different,
-        "received_twice_as_new": sum(n - 1 for n in received_ids.values() if n > 1),
-        "unknown_received": sum(1 for kci_id in received_ids if kci_id not in by_id),
-        "undelivered": states.get(DeliveryState.PENDING, 0) + states.get(DeliveryState.DEAD, 0),
-        "dead_letters": states.get(DeliveryState.DEAD, 0),
-        "delivery_attempts": sum(int(row["attempts"]) for row in outbox),
-        "sandbox_accepted": int(gateway_stats.get("accepted", 0)),
-        "sandbox_violations": int(gateway_stats.get("violations", 0)),
-        "sandbox_rejected": gateway_stats.get("rejected", {}),
-        "faults_injected": gateway_stats.get("faults", {}),
-        "tokens_issued": int(gateway_stats.get("tokens_issued", 0)),
-    }
 
 
 def prepare_database(url: str) -> None:
@@ -529,11 +480,17 @@ def main() -> int:
     )
     parser.add_argument("--orders", type=int, default=500)
     parser.add_argument("--events", type=int, default=5000, help="events in all (about)")
-    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=20, help="of the applier and dispatcher")
+    parser.add_argument(
+        "--sandbox-kills",
+        type=int,
+        default=5,
+        help="of the sandbox gateway, at random places among the other kills",
+    )
     parser.add_argument("--fault-rate", type=float, default=0.0, help="gateway fault rate, 0..1")
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--db", help="database URL (default: a SQLite file in the work dir)")
-    parser.add_argument("--concurrency", type=int, default=8, help="KCI_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=128, help="KCI_CONCURRENCY")
     parser.add_argument("--timeout-s", type=float, default=1.0, help="KCI_TIMEOUT_S")
     parser.add_argument(
         "--slow-seconds", type=float, help="delay of a 'slow' fault (default: 1.5 x timeout)"
@@ -545,6 +502,18 @@ def main() -> int:
         help="a process is killed at a random moment up to this long after it starts working",
     )
     parser.add_argument(
+        "--max-sandbox-down-s",
+        type=float,
+        default=1.0,
+        help="a killed gateway is started again after a random pause up to this long",
+    )
+    parser.add_argument(
+        "--gateway-latency-ms",
+        type=float,
+        default=0.0,
+        help="the gateway answers after this long, give or take half of it (a real one's pace)",
+    )
+    parser.add_argument(
         "--release-leases",
         action="store_true",
         help="release a killed dispatcher's leases at once instead of letting them run out",
@@ -552,7 +521,8 @@ def main() -> int:
     parser.add_argument(
         "--apply-seconds",
         type=float,
-        help="pace the applier to take about this long (default: 2.5 s a kill), so that the "
+        help="pace the applier to take about this long (default: 2.5 s a kill of any "
+        "process), so that the "
         "kills fall while events are being applied and delivered",
     )
     parser.add_argument("--max-seconds", type=float, default=1200, help="give up after this")
@@ -561,7 +531,7 @@ def main() -> int:
     if args.slow_seconds is None:
         args.slow_seconds = round(args.timeout_s * 1.5, 3)
     if args.apply_seconds is None:
-        args.apply_seconds = max(5.0, 2.5 * args.kills)
+        args.apply_seconds = max(5.0, 2.5 * (args.kills + args.sandbox_kills))
 
     started = time.monotonic()
     deadline = started + args.max_seconds
@@ -574,8 +544,9 @@ def main() -> int:
     kcis = sum(map(len, want.reasons.values()))
     log(f"plan: {args.orders} orders, {want.events} events, {kcis} KCIs")
 
-    sandbox, gateway = start_sandbox(work, args)
-    log(f"sandbox gateway {gateway}, fault rate {args.fault_rate}")
+    gateway = Gateway(work, args)
+    gateway.start()
+    log(f"sandbox gateway {gateway.base_url}, fault rate {args.fault_rate}")
     applier = Role(
         "applier",
         [
@@ -595,33 +566,31 @@ def main() -> int:
         {**os.environ},
         work,
     )
+    metrics_port = free_port()
     dispatcher = Role(
         "dispatcher",
-        [sys.executable, "-m", "kci_engine.cli", "dispatch"],
-        dispatcher_env(url, gateway, args),
+        [sys.executable, "-m", "kci_engine.cli", "dispatch", "--metrics-port", str(metrics_port)],
+        dispatcher_env(url, gateway.base_url, args),
         work,
     )
+    crew = Crew(applier, dispatcher, gateway)
+    in_flight = InFlight(metrics_port)
     progress = Progress(url)
     stats = RunStats()
-    gateway_stats: dict[str, Any] = {}
+    last: dict[str, Any] = {}
     try:
         applier.start()
         dispatcher.start()
-        run_kills(args, applier, dispatcher, progress, stats)
-        finish(args, applier, dispatcher, progress, stats, deadline)
+        in_flight.start()
+        run_kills(args, crew, progress, stats)
+        finish(crew, progress, stats, deadline)
         dispatcher.stop()
         applier.stop()
-        with contextlib.suppress(httpx.HTTPError):
-            root = gateway.rsplit("/v1", 1)[0]
-            gateway_stats = httpx.get(root + "/_sandbox/stats", timeout=10).json()
+        last = gateway.stats() or {}
     finally:
-        for role in (dispatcher, applier):
+        in_flight.done.set()
+        for role in (dispatcher, applier, gateway):
             role.stop(timeout=10)
-        sandbox.send_signal(signal.SIGTERM)
-        try:
-            sandbox.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            sandbox.kill()
         progress.close()
 
     summary: dict[str, Any] = {
@@ -629,11 +598,16 @@ def main() -> int:
         "kills": stats.kills,
         "kills_applier": stats.kills_applier,
         "kills_dispatcher": stats.kills_dispatcher,
+        "kills_sandbox": stats.kills_sandbox,
+        "concurrency": args.concurrency,
+        "peak_in_flight": in_flight.peak,
     }
-    summary.update(verify(url, work / "received.jsonl", gateway_stats, want))
+    gateway_stats = gateway_totals(gateway.last_stats, last)
+    summary.update(verify(url, gateway.record, gateway_stats, want))
     summary.update(
         {
             "applier_failures": stats.applier_failures,
+            "sandbox_exits": stats.sandbox_exits,
             "dispatcher_exits": stats.dispatcher_exits,
             "dispatcher_exit_reasons": stats.dispatcher_exit_reasons[:5],
             "leases_left_by_killed_dispatchers": stats.leases_left_by_killed_dispatchers,
@@ -651,6 +625,8 @@ def main() -> int:
     failed = [name for name in MUST_BE_ZERO if summary[name]]
     if stats.kills < args.kills:
         failed.append("kills")
+    if stats.kills_sandbox < args.sandbox_kills:
+        failed.append("sandbox_kills")
     summary["ok"] = not failed
     if failed:
         log(f"FAILED: {', '.join(failed)}; logs kept in {work}")

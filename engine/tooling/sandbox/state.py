@@ -85,6 +85,7 @@ def _zero_stats() -> dict[str, Any]:
         "violations": 0,
         "faults": {kind.value: 0 for kind in FaultKind},
         "tokens_issued": 0,
+        "reloaded": 0,
     }
 
 
@@ -127,30 +128,57 @@ class SandboxState:
         self._pace = random.Random()
         self._clear()
         if record is not None:
-            self.reloaded = self._reload(record)
+            self.reloaded, unended = self._reload(record)
+            self._stats["reloaded"] = self.reloaded
             self._record = record.open("a", encoding="utf-8")
+            if unended:
+                self._record.write("\n")
+                self._record.flush()
 
     reloaded = 0
 
-    def _reload(self, record: Path) -> int:
-        """Take back the KCIs an earlier run accepted, from its record file; how many."""
+    def _reload(self, record: Path) -> tuple[int, bool]:
+        """Take back the KCIs an earlier run accepted, from its record file: how many, and
+        whether the last line still wants its newline.
+
+        A sandbox killed while writing a line leaves it unfinished. Its KCI was never answered
+        (the 204 goes out once the line is flushed): a fragment is cut off the file, so the next
+        acceptance starts a line of its own instead of being glued to it and forgotten at the
+        next restart; a whole KCI is taken back (its sender will send it again and be told it is
+        a redelivery) and its line ended.
+        """
         from ...orders import parse_kci
 
         try:
-            lines = record.read_text(encoding="utf-8").splitlines()
+            data = record.read_bytes()
         except FileNotFoundError:
-            return 0
+            return 0, False
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the last line is ended
+        unended = False
+        if tail:
+            if self._parse(tail, parse_kci) is not None:
+                lines.append(tail)
+                unended = True
+            else:
+                with record.open("r+b") as file:
+                    file.truncate(len(data) - len(tail))
+                log.warning(
+                    "%s: cut off an unfinished last line (%d bytes): the sandbox was stopped "
+                    "while it wrote it, before it answered",
+                    record,
+                    len(tail),
+                )
         count = 0
         skipped: list[int] = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                body = json.loads(line)
-                kci = parse_kci(body)
-            except (ValueError, ValidationError):
+            parsed = self._parse(line, parse_kci)
+            if parsed is None:
                 skipped.append(number)
                 continue
+            body, kci = parsed
             timeline = self._timelines.setdefault(order_key(body), _Timeline())
             timeline.bodies.append(body)
             timeline.kci_ids.append(str(kci.id))
@@ -164,7 +192,18 @@ class SandboxState:
                 len(skipped),
                 skipped[0],
             )
-        return count
+        return count, unended
+
+    @staticmethod
+    def _parse(
+        line: bytes, parse_kci: Callable[[dict[str, Any]], KciBody]
+    ) -> tuple[dict[str, Any], KciBody] | None:
+        """A record line's body and KCI, or ``None`` if it is not a whole KCI body."""
+        try:
+            body = json.loads(line.decode("utf-8"))
+            return body, parse_kci(body)
+        except (ValueError, ValidationError):  # UnicodeDecodeError is a ValueError
+            return None
 
     def delay_s(self) -> float:
         """How long to wait before answering this ``POST /kcis``."""
