@@ -906,4 +906,4 @@ def _order_passes(plan: _Plan, order: Mapping[str, Any], shape: OrderShape | Non
     for name in plan.fields:
         if get(name) is None:
             return False
-    return all(carry.missing(order, shape) is None for carry in plan.carries)
+    return not plan.carries or all(carry.missing(order, shape) is None for carry in plan.carries)
