@@ -270,7 +270,7 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
     body: dict[str, Any] = {
         "id": kci_id,
         "sequenceNumber": record.next_sequence,
-        "issuedOn": _issued_text(issued_on),
+        "issuedOn": format_datetime(issued_on),
         "reasonCode": reason._value_,
     }
     if data.problem_code is not None:
@@ -292,21 +292,6 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
         body=body,
         event=firing.event._value_,
     )
-
-
-def _issued_text(moment: datetime) -> str:
-    """``format_datetime(moment)``, remembering the last one: at thousands of events a second,
-    consecutive KCIs share their millisecond (and so their issuedOn text). The pair is replaced
-    whole, so threads never see one moment with another's text."""
-    last = _LAST_ISSUED[0]
-    if last[0] == moment:
-        return last[1]
-    text = format_datetime(moment)
-    _LAST_ISSUED[0] = (moment, text)
-    return text
-
-
-_LAST_ISSUED: list[tuple[datetime | None, str]] = [(None, "")]
 
 
 def _given(data: EventData) -> frozenset[str]:

@@ -42,10 +42,22 @@ if TYPE_CHECKING:
 
 
 def format_datetime(value: datetime) -> str:
-    """Render a date-time the way the gateway's examples do: UTC, milliseconds, ``Z``."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    """Render a date-time the way the gateway's examples do: UTC, milliseconds, ``Z``.
+
+    The last one rendered is remembered: an event renders its KCI's issuedOn, then the order
+    row's last issuedOn, and at thousands of events a second consecutive KCIs share their
+    millisecond. The pair is replaced whole, so threads never see one moment with another's
+    text; equal moments (whatever their zone) render the same."""
+    last = _LAST_RENDERED[0]
+    if last[0] == value:
+        return last[1]
+    moment = value if value.tzinfo is UTC else value.astimezone(UTC)
+    text = moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    _LAST_RENDERED[0] = (value, text)
+    return text
+
+
+_LAST_RENDERED: list[tuple[datetime | None, str]] = [(None, "")]
 
 
 WireDateTime = Annotated[
@@ -271,7 +283,7 @@ def _snake(camel: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
 
 
-def dump_json(body: dict[str, Any]) -> str:
+def dump_json(body: dict[str, Any] | list[Any]) -> str:
     """Compact, key-stable JSON of a wire body (what goes on the wire and into the outbox).
 
     The same text as ``json.dumps(body, separators=(",", ":"), ensure_ascii=False)`` for what

@@ -826,7 +826,7 @@ def _order_row(record: OrderRecord, now: int, document: str) -> dict[str, Any]:
         "order_id": record.order_id,
         "order_type": record.order_type._value_,
         "status": str(record.status),
-        "return_stack": json.dumps([str(s) for s in record.return_stack])
+        "return_stack": dump_json([str(s) for s in record.return_stack])
         if record.return_stack
         else "[]",
         "requests": requests,
@@ -849,7 +849,7 @@ def _event_row(entry: EventEntry) -> dict[str, Any]:
         "event": entry.event,
         "status_before": entry.status_before,
         "status_after": entry.status_after,
-        "kci_ids": json.dumps(list(entry.kci_ids)) if entry.kci_ids else "[]",
+        "kci_ids": dump_json(list(entry.kci_ids)) if entry.kci_ids else "[]",
         "data": data.model_dump_json(exclude_unset=True) if data.model_fields_set else "{}",
         "applied_at_ms": _ms(entry.applied_at),
     }
