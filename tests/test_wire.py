@@ -672,6 +672,17 @@ def test_dump_json_is_compact_and_keeps_non_ascii() -> None:
     assert dump_json({"a": 1, "text": "café"}) == '{"a":1,"text":"café"}'
 
 
+def test_dump_json_writes_what_json_dumps_writes_for_wire_values() -> None:
+    """Stored and sent bodies keep the text json.dumps gave them (escapes, non-ASCII, numbers)."""
+    body = {
+        "text": 'café \u2028 \x7f \x00 \x1f \n\t\r\b\f " \\ / 😀 \ue000',
+        "numbers": [1, -2, 2**62, 0],
+        "flags": [True, False, None],
+        "nested": {"a": [{"b": "é"}], "empty": {}, "list": []},
+    }
+    assert dump_json(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
 @pytest.mark.parametrize(
     ("order_type", "order", "value"),
     [

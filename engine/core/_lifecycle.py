@@ -25,7 +25,7 @@ from ._documents import apply_changes
 from ._rules import answered_amendment, answered_cancellation, violation
 from .chart import RETURN_RESOLVED, Chart, Edge, Step
 from .codes import OrderStatus
-from .contract import History, Request, check_kci, check_order
+from .contract import REASONS, History, Request, check_kci, check_order
 from .events import Event, EventData
 from .records import Kci, OrderRecord, RequestRef
 from .wire import format_datetime
@@ -178,6 +178,8 @@ def _changed(firing: Firing) -> dict[str, Any]:
 
 def _check_data_use(step: Step, firing: Firing) -> None:
     given = firing.data.model_fields_set
+    if step.reason is not None and given.isdisjoint(_REQUEST_FIELDS):
+        return  # nothing below can refuse it
     used = {name for rule in step.rules for name in rule.uses}
     if step.dest == RETURN_RESOLVED:
         used.add("resolves_request")
@@ -244,6 +246,7 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
         if ref.reference is not None:
             order[request.reference_field] = ref.reference
     notes = None if data.supplier_notes is None else [note.wire() for note in data.supplier_notes]
+    rule = REASONS[reason]
     check_kci(
         firing.spec,
         reason,
@@ -255,20 +258,23 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
         answering=answered is not None,
         history=History(
             before=record.document,
-            given=_given(data),
-            changed=_differs(record.document, document),
+            # Only the rules that read them (``gives``, ``news``) pay for these.
+            given=_given(data) if rule.gives else frozenset(),
+            changed=bool(rule.news) and _differs(record.document, document),
         ),
     )
     issued_on = _issued_on(firing)
     kci_id = firing.new_id()
+    # Plain strings, not StrEnum members: pydantic_core encodes a member through its ``value``
+    # property (a Python call), a str directly; both compare equal to the member.
     body: dict[str, Any] = {
         "id": kci_id,
         "sequenceNumber": record.next_sequence,
         "issuedOn": format_datetime(issued_on),
-        "reasonCode": reason,  # StrEnum members: JSON-encode as their values, no .value lookup
+        "reasonCode": reason._value_,
     }
     if data.problem_code is not None:
-        body["problemCode"] = data.problem_code
+        body["problemCode"] = data.problem_code._value_
     if data.text is not None:
         body["text"] = data.text
     if data.supplier_codes is not None:

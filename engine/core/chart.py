@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..errors import ChartError
@@ -175,7 +176,11 @@ class Chart:
         return tuple(state.name for state in self.states)
 
     def state(self, name: str) -> State | None:
-        return next((state for state in self.states if state.name == name), None)
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, State]:
+        return {state.name: state for state in self.states}
 
     @property
     def finals(self) -> frozenset[str]:
