@@ -602,12 +602,13 @@ def check_kci(
         plan = _PLANS.get((reason, status, shape), _UNCOMPILED)
         if plan is _UNCOMPILED:
             plan = _compile(reason, status, shape)
-        if plan is not None and plan.passes(
+        passed = plan is not None and plan.passes(
             order, shape, problem_code, text, supplier_codes, supplier_notes, answering, history
-        ):
-            return
+        )
     except TypeError:  # a value that cannot be a key or a member (not from the engine)
-        pass
+        passed = False
+    if passed:
+        return
     _explain_kci(
         shape, reason, order, problem_code, text, supplier_codes, supplier_notes, answering, history
     )
