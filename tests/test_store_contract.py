@@ -201,6 +201,31 @@ def test_batch_is_all_or_nothing(store: Store) -> None:
     assert results[0][0].sequence_number == 5
 
 
+def test_a_large_batch_over_many_orders_with_event_ids(store: Store) -> None:
+    """A batch longer than the SQL store reads ahead (500 orders) and writes at once (256
+    events): every order gets its KCI in sequence, an event id seen earlier in the same batch
+    answers that item's KCIs (the KCIs written so far are visible inside the batch), and every
+    event is logged once."""
+    engine = _engine(store)
+    ids = [engine.accept_order("provide", provide_order(n)) for n in range(1, 601)]
+    items: list[tuple[str, Event, dict[str, object]]] = [
+        (o, Event.ACKNOWLEDGE, {"order": {"supplierOrderReference": "S"}, "event_id": f"a-{o}"})
+        for o in ids
+    ]
+    items.insert(300, items[7])  # a retried item, 293 items after the first one
+    items.append((ids[599], Event.ACKNOWLEDGE, items[-1][2]))  # retried at once
+    items.append((ids[8], Event.COMMIT, {"order": COMMIT_DATES}))  # read back in the batch
+    results = engine.apply_batch(items)
+    assert results[300] == results[7]
+    assert results[-2] == results[-3]
+    assert [k.sequence_number for k in results[-1]] == [2]
+    for order_id in (ids[0], ids[7], ids[599]):
+        assert [k.sequence_number for k in store.kcis(order_id)] == [1]
+        assert [e.event for e in store.events(order_id)] == ["received", "acknowledge"]
+    assert store.load(ids[8]).status == "IN_PROGRESS"  # committed
+    assert all(store.load(o).next_sequence == 2 for o in ids if o != ids[8])
+
+
 def test_an_event_id_reused_for_another_event_is_refused(store: Store) -> None:
     """Answering a different event with the first one's KCIs would drop it silently."""
     engine = _engine(store)

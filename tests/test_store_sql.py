@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from kci_engine import Engine, Event
 from kci_engine.cli import main
-from kci_engine.errors import ConfigurationError
+from kci_engine.errors import ConcurrencyConflict, ConfigurationError
 from kci_engine.store.migrate import current, head
 from kci_engine.store.sql import SqlStore, create_db_engine
 from kci_engine.tooling.testing import COMMIT_DATES, provide_order, test_engine
@@ -293,3 +293,34 @@ def test_outbox_bodies_and_log_data_are_the_engines_own_encoding(db_url: str) ->
         assert by_order == {o: [e.data_json() for e in engine.events(o)] for o in by_order}
         numbers = [k.sequence_number for k in engine.kcis(order_id)]
         assert numbers == list(range(1, len(numbers) + 1))
+
+
+_OVERTAKE = {
+    "version": "UPDATE kci_order SET version = version + 5",
+    "event id": (
+        "INSERT INTO kci_event (order_id, event_id, event, status_before, status_after, "
+        "kci_ids, data, applied_at_ms) VALUES ('TENANT1:1', 'e-1', 'x', '', '', '[]', '{}', 0)"
+    ),
+}
+
+
+@pytest.mark.parametrize("overtaken", sorted(_OVERTAKE))
+def test_a_sqlite_batch_keeps_its_guards_on_the_writes_it_defers(
+    sqlite_url: str, overtaken: str
+) -> None:
+    """A SQLite batch sends its events' writes a few hundred at a time; the versioned UPDATE
+    and the unique event id still refuse a write that something came before, and then nothing
+    of the batch is kept. (Under the batch's write lock only the batch's own connection can
+    come before; the test writes on it behind the engine's back.)"""
+    with SqlStore(sqlite_url) as store:
+        engine = test_engine(store)
+        order_id = engine.accept_order("provide", provide_order(1))
+        assert order_id == "TENANT1:1"
+        acknowledge = {"order": {"supplierOrderReference": "S-1"}, "event_id": "e-1"}
+        with pytest.raises(ConcurrencyConflict, match="nothing of the batch was kept"):
+            with store.batch():
+                engine.apply(order_id, Event.ACKNOWLEDGE, acknowledge)
+                store._dbapi().cursor().execute(_OVERTAKE[overtaken])
+        assert engine.order(order_id).version == 1
+        assert engine.kcis(order_id) == []
+        assert [e.event for e in engine.events(order_id)] == ["received"]

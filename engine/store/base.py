@@ -7,7 +7,7 @@ entry atomically: all land or none does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -78,4 +78,14 @@ class Store(Protocol):
 
     def order_ids(self) -> Iterator[str]:
         """The ids of every stored order, in the order they were created."""
+        ...
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """A store that can read many orders ahead inside a batch (optional: a store without it
+    loads each order when it is needed)."""
+
+    def prefetch(self, order_ids: Iterable[str]) -> None:
+        """Inside :meth:`Store.batch`: read these orders now, for the batch's coming loads."""
         ...

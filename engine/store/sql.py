@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +93,24 @@ _UPDATE = (
     .where(ORDERS.c.version == _B("k_version"))
     .values({c.name: _B(c.name) for c in ORDERS.c if c.name not in ("order_id", "created_at_ms")})
 )
+_EXISTS = sa.select(ORDERS.c.order_id).where(ORDERS.c.order_id == _B("k_order_id"))
+_EVENTS_OF = EVENTS.select().where(EVENTS.c.order_id == _B("k_order_id")).order_by(EVENTS.c.seq)
+_OUTBOX_OF = (
+    OUTBOX.select().where(OUTBOX.c.order_id == _B("k_order_id")).order_by(OUTBOX.c.sequence_number)
+)
+#: The sizes of a prefetch statement's ``IN`` list (a shorter list repeats its last id).
+_PREFETCH_SIZES = (8, 64, 500)
+
+
+@functools.cache
+def _load_many(size: int) -> sa.Select[Any]:
+    """The rows of ``size`` orders (parameters ``k0`` ... ``k{size-1}``)."""
+    wanted: sa.Select[Any] = ORDERS.select().where(
+        ORDERS.c.order_id.in_([_B(f"k{i}") for i in range(size)])
+    )
+    return wanted
+
+
 _INSERT_ORDER = ORDERS.insert().values({c.name: _B(c.name) for c in ORDERS.c})
 _INSERT_KCI = OUTBOX.insert().values(
     {c.name: _B(c.name) for c in OUTBOX.c if c.name not in ("last_error", "delivered_at_ms")}
@@ -143,6 +161,13 @@ class _Runner(ABC):
         #: Inside a batch: the records this transaction saved, with their document's JSON
         #: (the rows are locked by the batch's transaction, so they are current).
         self.kept: dict[str, tuple[OrderRecord, str]] = {}
+        #: Inside a batch: order rows read ahead by :meth:`SqlStore.prefetch`, each taken by
+        #: the first load of its order.
+        self.fetched: dict[str, dict[str, Any]] = {}
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Write what this runner deferred, if it defers any."""
 
     @abstractmethod
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
@@ -155,12 +180,61 @@ class _Runner(ABC):
 
 class _DirectRunner(_Runner):
     """The hot path: compiled SQL on this thread's DBAPI connection, no ORM, no pool trips.
-    Its statements share one cursor (the transaction's, or one made on first use)."""
+    Its statements share one cursor (the transaction's, or one made on first use).
+
+    A SQLite batch's runner defers the writes of each saved event (:meth:`defer`) and sends
+    them with ``executemany``, a few hundred at a time: the batch holds the database's write
+    lock, so no other writer can come between, and any other statement, and the batch's end,
+    flushes them first, so every statement sees every write made before it."""
+
+    #: Deferred events sent at once (bounds the memory a long batch holds).
+    FLUSH_AT = 256
 
     def __init__(self, store: SqlStore, dbapi: Any, cursor: Any = None) -> None:
         super().__init__(store)
         self.dbapi = dbapi
         self.cursor = cursor
+        self.updates: list[Any] = []
+        self.inserted_kcis: list[Any] = []
+        self.inserted_events: list[Any] = []
+        #: ``(order_id, event_id)`` of the deferred events that have an event id.
+        self.deferred_ids: set[tuple[str, str]] = set()
+
+    def defer(self, row: dict[str, Any], kcis: list[dict[str, Any]], event: dict[str, Any]) -> None:
+        """Queue one saved event's UPDATE and INSERTs (see the class's note)."""
+        store = self.store
+        self.updates.append(store._compiled(_UPDATE).params(row))
+        kci = store._compiled(_INSERT_KCI)
+        self.inserted_kcis.extend(kci.params(values) for values in kcis)
+        self.inserted_events.append(store._compiled(_INSERT_EVENT).params(event))
+        if event["event_id"] is not None:
+            self.deferred_ids.add((event["order_id"], event["event_id"]))
+        if len(self.updates) >= self.FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.updates:
+            return
+        updates, kcis, events = self.updates, self.inserted_kcis, self.inserted_events
+        self.updates, self.inserted_kcis, self.inserted_events = [], [], []
+        self.deferred_ids.clear()
+        store = self.store
+        cursor = self._cursor()
+        try:
+            cursor.executemany(store._compiled(_UPDATE).sql, updates)
+            if cursor.rowcount != len(updates):
+                raise ConcurrencyConflict(
+                    f"{len(updates) - cursor.rowcount} of the batch's orders changed since they "
+                    "were read; nothing of the batch was kept"
+                )
+            if kcis:
+                cursor.executemany(store._compiled(_INSERT_KCI).sql, kcis)
+            cursor.executemany(store._compiled(_INSERT_EVENT).sql, events)
+        except (store._integrity_error, IntegrityError) as exc:
+            raise ConcurrencyConflict(
+                "a batch's KCI sequence number or event id was already stored "
+                f"({type(exc).__name__}); nothing of the batch was kept"
+            ) from None
 
     def _cursor(self) -> Any:
         if self.cursor is None:
@@ -174,12 +248,19 @@ class _DirectRunner(_Runner):
             self.cursor = None
 
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
+        if self.updates:
+            self.flush()
         compiled = self.store._compiled(statement)
         cursor = self._cursor()
         cursor.execute(compiled.sql, compiled.params(values))
         return int(cursor.rowcount)
 
-    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
+    def rows(
+        self, statement: Statement, values: dict[str, Any], *, flush: bool = True
+    ) -> list[dict[str, Any]]:
+        """Execute a select; ``flush=False`` for one that no deferred write can change."""
+        if flush and self.updates:
+            self.flush()
         compiled = self.store._compiled(statement)
         cursor = self._cursor()
         cursor.execute(compiled.sql, compiled.params(values))
@@ -272,6 +353,9 @@ class _SessionRunner(_Runner):
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         super().__init__(store)
         self.conn = conn
+
+    def flush(self) -> None:
+        """Nothing to write: a session's statements run as they come."""
 
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
         return int(self.conn.execute(statement, values).rowcount)
@@ -454,8 +538,30 @@ class SqlStore:
             self._local.batch = runner
             try:
                 yield
+                runner.flush()
             finally:
                 self._local.batch = None
+
+    def prefetch(self, order_ids: Iterable[str]) -> None:
+        """Inside :meth:`batch`: read these orders' rows now, a few hundred to a statement,
+        for the batch's coming loads (outside a batch, or for orders already read, nothing).
+        A row read ahead is as current as one read at its load: on SQLite the batch holds the
+        write lock; on PostgreSQL the versioned UPDATE still catches a concurrent writer, and
+        the engine's retry then loads the order afresh."""
+        batch = self._batch()
+        if batch is None:
+            return
+        wanted = [
+            key
+            for key in dict.fromkeys(order_ids)
+            if isinstance(key, str) and key not in batch.kept and key not in batch.fetched
+        ]
+        for start in range(0, len(wanted), _PREFETCH_SIZES[-1]):
+            chunk = wanted[start : start + _PREFETCH_SIZES[-1]]
+            size = next(size for size in _PREFETCH_SIZES if size >= len(chunk))
+            chunk += chunk[-1:] * (size - len(chunk))  # a few statement shapes, not hundreds
+            found = batch.rows(_load_many(size), {f"k{i}": key for i, key in enumerate(chunk)})
+            batch.fetched.update((row["order_id"], row) for row in found)
 
     def _instrumented(self) -> bool:
         """Whether someone watches the statements: ``echo``, or listeners on SQLAlchemy's cursor
@@ -607,7 +713,8 @@ class SqlStore:
             self._local.loaded = (kept[0].document, kept[1])
             return kept[0].copy()
         if batch is not None:  # what reading() would give, without its context manager
-            rows = batch.rows(_LOAD, {"k_order_id": order_id})
+            row = batch.fetched.pop(order_id, None)
+            rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
             with self.reading() as runner:
                 rows = runner.rows(_LOAD, {"k_order_id": order_id})
@@ -656,6 +763,9 @@ class SqlStore:
             ) as runner:
                 if postgres and isinstance(runner, _DirectRunner):
                     saved = _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
+                elif batch is not None and isinstance(batch, _DirectRunner):
+                    batch.defer(row, self._kci_rows(kcis, now, shared), _event_row(entry))
+                    saved = True
                 else:
                     saved = runner.run(_UPDATE, row) == 1
                     if saved:
@@ -710,7 +820,14 @@ class SqlStore:
 
     def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
         with self.reading() as runner:
-            found = runner.rows(_APPLIED, {"k_order_id": order_id, "k_event_id": event_id})
+            values = {"k_order_id": order_id, "k_event_id": event_id}
+            if (
+                isinstance(runner, _DirectRunner)
+                and (order_id, event_id) not in runner.deferred_ids
+            ):
+                found = runner.rows(_APPLIED, values, flush=False)  # not among the deferred
+            else:
+                found = runner.rows(_APPLIED, values)
         if not found:
             return None
         wanted = set(json.loads(found[0]["kci_ids"]))
@@ -731,12 +848,7 @@ class SqlStore:
             yield conn
 
     def events(self, order_id: str) -> list[EventEntry]:
-        with self.connection() as conn:
-            self._require(conn, order_id)
-            rows = conn.execute(
-                EVENTS.select().where(EVENTS.c.order_id == order_id).order_by(EVENTS.c.seq)
-            ).all()
-        return [_entry(row._mapping) for row in rows]
+        return [_entry(row) for row in self._of_order(_EVENTS_OF, order_id)]
 
     def kcis(self, order_id: str) -> list[Kci]:
         return [entry.kci for entry in self.outbox(order_id)]
@@ -747,14 +859,20 @@ class SqlStore:
         Raises:
             OrderNotFound: no such order.
         """
-        with self.connection() as conn:
-            self._require(conn, order_id)
-            rows = conn.execute(
-                OUTBOX.select()
-                .where(OUTBOX.c.order_id == order_id)
-                .order_by(OUTBOX.c.sequence_number)
-            ).all()
-        return [_outbox_entry(row._mapping) for row in rows]
+        return [_outbox_entry(row) for row in self._of_order(_OUTBOX_OF, order_id)]
+
+    def _of_order(self, statement: Statement, order_id: str) -> list[dict[str, Any]]:
+        """The rows ``statement`` selects for an order, read as the hot path reads (inside a
+        batch: on its connection, which sees what the batch wrote so far).
+
+        Raises:
+            OrderNotFound: no such order.
+        """
+        values = {"k_order_id": order_id}
+        with self.reading() as runner:
+            if not runner.rows(_EXISTS, values):
+                raise OrderNotFound(order_id)
+            return runner.rows(statement, values)
 
     def order_ids(self) -> Iterator[str]:
         with self.connection() as conn:
