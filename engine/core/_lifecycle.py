@@ -137,9 +137,13 @@ def run_step(edge: Edge, firing: Firing) -> None:
     for rule in step.rules:
         rule.check(firing)
     before = record.document
-    document = firing.new_document if firing.new_document is not None else before
-    if document.get("status") != edge.dest:
-        document = {**document, "status": edge.dest}
+    document = firing.new_document
+    if document is not None:
+        document["status"] = edge.dest  # the changed document is this event's own copy
+    elif before.get("status") != edge.dest:
+        document = {**before, "status": edge.dest}
+    else:
+        document = before
     try:
         if step.reason is None:
             check_order(edge.dest, document, spec)
@@ -177,7 +181,7 @@ def _changed(firing: Firing) -> dict[str, Any]:
 
 
 def _check_data_use(step: Step, firing: Firing) -> None:
-    given = firing.data.model_fields_set
+    given = firing.data.__pydantic_fields_set__
     if step.reason is not None and given.isdisjoint(_REQUEST_FIELDS):
         return  # nothing below can refuse it
     used = {name for rule in step.rules for name in rule.uses}
@@ -236,7 +240,7 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
     record, data, step = firing.record, firing.data, edge.step
     reason = step.reason
     assert reason is not None
-    answered = _answered(step, firing)
+    answered = _answered(step, firing) if step.rules else None
     order = document
     if answered is not None:
         request, ref = answered

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from ..core.codes import OrderStatus, ReasonCode
-from ..core.events import EventData, EventEntry
+from ..core.events import EventData, EventEntry, given_json
 from ..core.records import Kci, OrderRecord
 from ..errors import ConcurrencyConflict, OrderExists, OrderNotFound
 
@@ -80,7 +80,8 @@ class MemoryStore:
         if new:
             self._kcis[order_id].extend(new)
         self._events[order_id].append(logged)
-        self._remember(entry, new)
+        if entry.event_id is not None:
+            self._remember(entry, new)
 
     def _remember(self, entry: EventEntry, kcis: tuple[_StoredKci, ...]) -> None:
         if entry.event_id is not None:
@@ -164,9 +165,7 @@ def _stored_entry(entry: EventEntry) -> _StoredEntry:
         entry.status_before,
         entry.status_after,
         entry.kci_ids,
-        _shared(entry.data.model_dump_json(exclude_unset=True))
-        if entry.data.model_fields_set
-        else "{}",
+        _shared(given_json(entry.data)),
         entry.applied_at,
     )
 
