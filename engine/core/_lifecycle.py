@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContractViolation, EventNotAllowed, InvalidEventData
@@ -58,6 +58,7 @@ _KCI_FIELDS = (
 #: What a step the gateway tells the tenant of may still carry: the order's details.
 _ORDER_FIELDS = frozenset({"order", "service_characteristics"})
 _STATUS = {status.value: status for status in OrderStatus}
+_NONE_GIVEN: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -260,11 +261,12 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
         supplier_codes=data.supplier_codes,
         supplier_notes=notes,
         answering=answered is not None,
+        # before, given, changed (positional: cheaper on every KCI). Only the rules that read
+        # them (``gives``, ``news``) pay for the last two.
         history=History(
-            before=record.document,
-            # Only the rules that read them (``gives``, ``news``) pay for these.
-            given=_given(data) if rule.gives else frozenset(),
-            changed=bool(rule.news) and _differs(record.document, document),
+            record.document,
+            _given(data) if rule.gives else _NONE_GIVEN,
+            bool(rule.news) and _differs(record.document, document),
         ),
     )
     issued_on = _issued_on(firing)
@@ -286,15 +288,16 @@ def _build_kci(edge: Edge, firing: Firing, document: dict[str, Any]) -> Kci:
     if notes is not None:
         body["supplierNotes"] = notes
     body[firing.spec.kci_property] = order
+    # Positional: a named tuple's __new__ takes keywords at about a third more.
     return Kci(
-        kci_id=kci_id,
-        order_id=record.order_id,
-        sequence_number=record.next_sequence,
-        reason_code=reason,
-        status=_STATUS[order["status"]],
-        issued_on=issued_on,
-        body=body,
-        event=firing.event._value_,
+        kci_id,
+        record.order_id,
+        record.next_sequence,
+        reason,
+        _STATUS[order["status"]],
+        issued_on,
+        body,
+        firing.event._value_,
     )
 
 
@@ -313,8 +316,9 @@ def _issued_on(firing: Firing) -> datetime:
     moment = given or firing.now
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    if moment.microsecond % 1000:  # issuedOn is sent to the millisecond
-        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    extra = moment.microsecond % 1000
+    if extra:  # issuedOn is sent to the millisecond (a subtraction costs less than replace())
+        moment -= timedelta(microseconds=extra)
     if last is not None and moment < last:
         if given is not None:
             raise violation(
