@@ -132,8 +132,9 @@ def run_step(edge: Edge, firing: Firing) -> None:
         RefusedEvent: a rule or the contract refused the event; the record is unchanged.
     """
     record, data, step, spec = firing.record, firing.data, edge.step, firing.spec
-    _check_data_use(step, firing)
-    if data.changes_order:
+    if step.reason is None or not data.__pydantic_fields_set__.isdisjoint(_REQUEST_FIELDS):
+        _check_data_use(step, firing)  # otherwise nothing there can refuse it
+    if data.order or data.service_characteristics:  # data.changes_order, without the call
         firing.new_document = _changed(firing)
     for rule in step.rules:
         rule.check(firing)
@@ -182,9 +183,9 @@ def _changed(firing: Firing) -> dict[str, Any]:
 
 
 def _check_data_use(step: Step, firing: Firing) -> None:
+    """Refuse request fields no rule of the step reads, and KCI fields on a step that sends
+    none (run_step calls it only for such steps, or when request fields were given)."""
     given = firing.data.__pydantic_fields_set__
-    if step.reason is not None and given.isdisjoint(_REQUEST_FIELDS):
-        return  # nothing below can refuse it
     used = {name for rule in step.rules for name in rule.uses}
     if step.dest == RETURN_RESOLVED:
         used.add("resolves_request")
