@@ -225,14 +225,18 @@ def return_targets(chart: Chart, step: Step, source: str) -> set[str]:
 
 
 def expand(chart: Chart) -> Iterator[Edge]:
-    """Every edge of the chart, in step order (the order ``transitions`` tries them)."""
+    """Every edge of the chart, in step order (the order ``transitions`` tries them).
+
+    Destinations are plain strings, not :class:`OrderStatus` members (equal and hashed alike):
+    a destination becomes the order document's ``status``, and pydantic_core encodes a member
+    through its ``value`` property, a Python call on every KCI body."""
     for step in chart.steps:
         for source in step.sources:
             if step.returns:
                 for target in sorted(return_targets(chart, step, source)):
-                    yield Edge(step, source, target, back_to=target)
+                    yield Edge(step, source, str(target), back_to=target)
             else:
-                yield Edge(step, source, step.dest or source, step.when)
+                yield Edge(step, source, str(step.dest or source), step.when)
 
 
 # --- Structure -----------------------------------------------------------------------------------

@@ -162,6 +162,18 @@ def parse_event(event: Event | str) -> Event:
     return found
 
 
+_VALIDATE = EventData.__pydantic_validator__.validate_python
+_TO_JSON = EventData.__pydantic_serializer__.to_json
+
+
+def given_json(data: EventData) -> str:
+    """The fields of ``data`` that were given, as JSON text: ``model_dump_json(exclude_unset=
+    True)``, without its Python wrapper (a store logs it for every event)."""
+    if not data.__pydantic_fields_set__:
+        return "{}"
+    return _TO_JSON(data, exclude_unset=True).decode()
+
+
 def parse_event_data(data: EventData | Mapping[str, Any] | None) -> EventData:
     """Validate event data given as a mapping.
 
@@ -173,10 +185,13 @@ def parse_event_data(data: EventData | Mapping[str, Any] | None) -> EventData:
     if isinstance(data, EventData):
         return data
     try:
-        return EventData.model_validate(data)
+        # The model's own validator: what model_validate calls, without its Python wrapper
+        # (the data of every event applied from a mapping goes through here).
+        parsed: EventData = _VALIDATE(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
         raise InvalidEventData(f"invalid event data: {problems}") from None
+    return parsed

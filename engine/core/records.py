@@ -85,7 +85,7 @@ class OrderRecord:
             self.status,
             self.document,  # documents are replaced, never changed in place
             list(self.return_stack),
-            [RequestRef(r.id, r.reference) for r in self.amendments],
+            [RequestRef(r.id, r.reference) for r in self.amendments] if self.amendments else [],
             None if self.cancellation is None else RequestRef(**self.cancellation.to_json()),
             self.next_sequence,
             self.last_issued_on,
