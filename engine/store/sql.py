@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..core.codes import OrderStatus, OrderType, ReasonCode
-from ..core.events import EventData, EventEntry
+from ..core.events import EventData, EventEntry, given_json
 from ..core.records import Kci, OrderRecord, RequestRef
 from ..core.wire import dump_json, format_datetime
 from ..errors import (
@@ -960,7 +960,6 @@ def _order_row(record: OrderRecord, now: int, document: str) -> dict[str, Any]:
 
 
 def _event_row(entry: EventEntry) -> dict[str, Any]:
-    data = entry.data
     return {
         "order_id": entry.order_id,
         "event_id": entry.event_id,
@@ -968,7 +967,7 @@ def _event_row(entry: EventEntry) -> dict[str, Any]:
         "status_before": entry.status_before,
         "status_after": entry.status_after,
         "kci_ids": dump_json(list(entry.kci_ids)) if entry.kci_ids else "[]",
-        "data": data.model_dump_json(exclude_unset=True) if data.model_fields_set else "{}",
+        "data": given_json(entry.data),
         "applied_at_ms": _ms(entry.applied_at),
     }
 
