@@ -45,7 +45,6 @@ class Prepared:
     """
 
     def __init__(self, driver: Any) -> None:
-        self.driver = driver
         self._pgconn = driver.pgconn
         self._adapt = Transformer(driver)
         self._encoding: str = driver.info.encoding

@@ -531,14 +531,15 @@ class SqlStore:
         """This thread's prepared statements on PostgreSQL's ``dbapi`` connection (None on
         SQLite, or where psycopg's ``prepare_threshold`` is None: see store.prepared)."""
         cached = getattr(self._local, "prepared", None)
-        if cached is not None and cached.driver is dbapi.driver_connection:
-            return cached  # type: ignore[no-any-return]
-        if self.dialect != "postgresql" or dbapi.driver_connection.prepare_threshold is None:
-            return None
-        from .prepared import Prepared
+        if cached is not None and cached[0] is dbapi:
+            return cached[1]  # type: ignore[no-any-return]
+        found = None
+        if self.dialect == "postgresql" and dbapi.driver_connection.prepare_threshold is not None:
+            from .prepared import Prepared
 
-        cached = self._local.prepared = Prepared(dbapi.driver_connection)
-        return cached
+            found = Prepared(dbapi.driver_connection)
+        self._local.prepared = (dbapi, found)
+        return found
 
     def _read_cursor(self, dbapi: Any) -> Any:
         cached = getattr(self._local, "cursor", None)
