@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from kci_engine import Engine, OrderType
-from kci_engine.errors import ConcurrencyConflict, OrderNotFound
+from kci_engine.errors import ConcurrencyConflict, OrderNotFound, StoreError
 from kci_engine.store.sql import SqlStore
 from kci_engine.tooling.testing import provide_order
 
@@ -73,3 +73,23 @@ def test_without_prepared_statements_the_cursor_gives_the_same_answers(pg_url: s
             .fetchone()
         )
         assert rows == (0,)
+
+
+def test_a_lost_connection_is_a_store_error_and_the_next_event_reconnects(pg_url: str) -> None:
+    """The server ending the connection between events: StoreError (nothing written), and the
+    next event prepares its statements on a new connection; sequence numbers stay gapless."""
+    import psycopg
+
+    with SqlStore(pg_url) as store:
+        engine = Engine(store)
+        order_id = engine.accept_order(OrderType.PROVIDE, provide_order(1))
+        engine.apply(order_id, "acknowledge", {"order": {"supplierOrderReference": "S-1"}})
+        backend = _driver(store).info.backend_pid  # type: ignore[attr-defined]
+        dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        with pytest.raises(StoreError, match="cannot reach the server"):
+            engine.apply(order_id, "warn", {"problem_code": "NETWORK_ISSUE", "text": "t"})
+        kcis = engine.apply(order_id, "warn", {"problem_code": "NETWORK_ISSUE", "text": "t"})
+        assert [kci.sequence_number for kci in store.kcis(order_id)] == [1, 2]
+        assert kcis[0].sequence_number == 2

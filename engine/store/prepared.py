@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg import errors
 from psycopg.adapt import PyFormat, Transformer
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 
 __all__ = ["Prepared"]
 
@@ -86,6 +86,8 @@ class Prepared:
         return row
 
     def _check(self, result: Any) -> Any:
-        if result.status not in _DONE:
-            raise errors.error_from_result(result, encoding=self._encoding)
-        return result
+        if result.status in _DONE:
+            return result
+        if self._pgconn.status == ConnStatus.BAD:  # as psycopg raises a lost connection
+            raise errors.OperationalError(self._pgconn.get_error_message(self._encoding))
+        raise errors.error_from_result(result, encoding=self._encoding)
