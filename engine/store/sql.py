@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic_core import from_json
@@ -57,6 +57,9 @@ from .db import (
 )
 from .origin import INSERT_ORIGIN, origin_row
 from .tables import EVENTS, ORDERS, OUTBOX, DeliveryState
+
+if TYPE_CHECKING:  # psycopg is installed only with the postgres extra
+    from .prepared import Prepared
 
 __all__ = ["DEFAULT_URL", "OutboxEntry", "SqlStore", "create_db_engine", "now_ms"]
 
@@ -342,9 +345,26 @@ def _save_in_one(
         params += [values[name] for name in _KCI_COLUMNS]
     event = _event_row(entry)
     params += [event[name] for name in _EVENT_COLUMNS]
+    prepared = runner.store._prepared(runner.dbapi)
+    if prepared is not None:
+        result = prepared.run(f"kci_save_{len(kcis)}", _in_one_sql(len(kcis)), params)
+        return int(result.command_tuples or 0) == 1
     cursor = runner._cursor()
     cursor.execute(_in_one_sql(len(kcis)), params)
     return int(cursor.rowcount) == 1
+
+
+_LOAD_COLUMNS = tuple(c.name for c in ORDERS.c)
+_LOAD_SQL = f"SELECT {', '.join(_LOAD_COLUMNS)} FROM {ORDERS.name} WHERE order_id = %s"
+
+
+def _load_rows(runner: _Runner, order_id: str) -> list[dict[str, Any]]:
+    """The order's row (or none), on PostgreSQL as a prepared statement (store.prepared)."""
+    prepared = runner.store._prepared(runner.dbapi) if isinstance(runner, _DirectRunner) else None
+    if prepared is None:
+        return runner.rows(_LOAD, {"k_order_id": order_id})
+    row = prepared.first_row(prepared.run("kci_load", _LOAD_SQL, (order_id,)))
+    return [] if row is None else [dict(zip(_LOAD_COLUMNS, row, strict=True))]
 
 
 class _SessionRunner(_Runner):
@@ -613,6 +633,20 @@ class SqlStore:
         if not kept:
             runner.close()
 
+    def _prepared(self, dbapi: Any) -> Prepared | None:
+        """This thread's prepared statements on PostgreSQL's ``dbapi`` connection (None on
+        SQLite, or where psycopg's ``prepare_threshold`` is None: see store.prepared)."""
+        cached = getattr(self._local, "prepared", None)
+        if cached is not None and cached[0] is dbapi:
+            return cached[1]  # type: ignore[no-any-return]
+        found = None
+        if self.dialect == "postgresql" and dbapi.driver_connection.prepare_threshold is not None:
+            from .prepared import Prepared
+
+            found = Prepared(dbapi.driver_connection)
+        self._local.prepared = (dbapi, found)
+        return found
+
     def _read_cursor(self, dbapi: Any) -> Any:
         cached = getattr(self._local, "cursor", None)
         if cached is None or cached[0] is not dbapi:
@@ -717,7 +751,7 @@ class SqlStore:
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
             with self.reading() as runner:
-                rows = runner.rows(_LOAD, {"k_order_id": order_id})
+                rows = _load_rows(runner, order_id)
         if not rows:
             raise OrderNotFound(order_id)
         record = _record(rows[0])
