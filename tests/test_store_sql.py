@@ -317,10 +317,14 @@ def test_a_sqlite_batch_keeps_its_guards_on_the_writes_it_defers(
         order_id = engine.accept_order("provide", provide_order(1))
         assert order_id == "TENANT1:1"
         acknowledge = {"order": {"supplierOrderReference": "S-1"}, "event_id": "e-1"}
-        with pytest.raises(ConcurrencyConflict, match="nothing of the batch was kept"):
+
+        def overtaken_batch() -> None:
             with store.batch():
                 engine.apply(order_id, Event.ACKNOWLEDGE, acknowledge)
                 store._dbapi().cursor().execute(_OVERTAKE[overtaken])
+
+        with pytest.raises(ConcurrencyConflict, match="nothing of the batch was kept"):
+            overtaken_batch()
         assert engine.order(order_id).version == 1
         assert engine.kcis(order_id) == []
         assert [e.event for e in engine.events(order_id)] == ["received"]
