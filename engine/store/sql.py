@@ -22,11 +22,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic_core import from_json
@@ -88,6 +88,7 @@ class OutboxEntry:
 # caller's session; the store's own hot path runs its compiled SQL on a DBAPI connection.
 
 Statement = sa.Select[Any] | sa.Update | sa.Insert
+_T = TypeVar("_T")
 _B = sa.bindparam
 _LOAD = ORDERS.select().where(ORDERS.c.order_id == _B("k_order_id"))
 _UPDATE = (
@@ -614,24 +615,59 @@ class SqlStore:
             with self._instrumented_transaction(write=False) as runner:
                 yield runner
             return
-        dbapi = self._dbapi()  # autocommit: each read is atomic
-        # On PostgreSQL the thread's reads share one cursor (a psycopg cursor holds nothing on
-        # the server between statements); a SQLite cursor is closed, lest a statement left
-        # unfinished keep its read snapshot open.
-        kept = self.dialect == "postgresql"
-        runner = _DirectRunner(self, dbapi, self._read_cursor(dbapi) if kept else None)
+        runner = self._direct_reader()
         try:
             yield runner
         except Exception as exc:
+            self._read_failed(runner, exc)
+            raise
+        self._read_done(runner)
+
+    def _read(self, read: Callable[[_Runner, str], _T], order_id: str) -> _T:
+        """``read(runner, order_id)`` as in :meth:`reading`, without a context manager's cost
+        where no batch, session or instrumentation is in the way (the hot path's reads; each
+        about 4 µs less)."""
+        if (
+            self._session is not None
+            or getattr(self._local, "batch", None) is not None
+            or self._instrumented()
+        ):
+            with self.reading() as runner:
+                return read(runner, order_id)
+        direct = self._direct_reader()
+        try:
+            found = read(direct, order_id)
+        except Exception as exc:
+            self._read_failed(direct, exc)
+            raise
+        self._read_done(direct)
+        return found
+
+    def _direct_reader(self) -> _DirectRunner:
+        """A runner on this thread's connection, in autocommit (each read is atomic). On
+        PostgreSQL the thread's reads share one cursor (a psycopg cursor holds nothing on the
+        server between statements); a SQLite cursor is closed after each read
+        (:meth:`_read_done`), lest a statement left unfinished keep its read snapshot open."""
+        dbapi = self._dbapi()
+        if self.dialect == "postgresql":
+            return _DirectRunner(self, dbapi, self._read_cursor(dbapi))
+        return _DirectRunner(self, dbapi)
+
+    def _read_done(self, runner: _DirectRunner) -> None:
+        if self.dialect != "postgresql":
             runner.close()
-            self._local.cursor = None
-            error = translate(exc, self.database)
-            if error is None:
-                raise
-            self._discard()
-            raise error from exc
-        if not kept:
-            runner.close()
+
+    def _read_failed(self, runner: _DirectRunner, exc: Exception) -> None:
+        """After ``runner``'s read raised ``exc``: its cursor is closed; a database's failure
+        is raised as the engine's own error (and the connection thrown away), anything else
+        returns for the caller to re-raise."""
+        runner.close()
+        self._local.cursor = None
+        error = translate(exc, self.database)
+        if error is None:
+            return
+        self._discard()
+        raise error from exc
 
     def _prepared(self, dbapi: Any) -> Prepared | None:
         """This thread's prepared statements on PostgreSQL's ``dbapi`` connection (None on
@@ -750,8 +786,7 @@ class SqlStore:
             row = batch.fetched.pop(order_id, None)
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
-            with self.reading() as runner:
-                rows = _load_rows(runner, order_id)
+            rows = self._read(_load_rows, order_id)
         if not rows:
             raise OrderNotFound(order_id)
         record = _record(rows[0])
@@ -783,32 +818,35 @@ class SqlStore:
         if batch is not None:
             batch.kept.pop(record.order_id, None)  # until this save has succeeded
         shared = (record.document, document) if ours else None
-        postgres = self.dialect == "postgresql"
+
+        def write(runner: _Runner, _: str) -> bool:
+            """The event's writes on ``runner``; whether the order row was still at ``loaded``."""
+            if self.dialect == "postgresql" and isinstance(runner, _DirectRunner):
+                return _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
+            if runner is batch and isinstance(runner, _DirectRunner):
+                runner.defer(row, self._kci_rows(kcis, now, shared), _event_row(entry))
+                return True  # the versioned UPDATE is checked when the batch sends it
+            if runner.run(_UPDATE, row) != 1:
+                return False
+            self._append(runner, kcis, entry, now, shared)
+            return True
+
         try:
             # On PostgreSQL the event is one statement (its own transaction, or the batch's):
-            # one round trip instead of BEGIN, UPDATE, INSERTs and COMMIT. In a batch, reading()
-            # and writing() both give the batch's runner: used as it is, without their context.
-            with (
-                nullcontext(batch)
-                if batch is not None
-                else self.reading()
-                if postgres
-                else self.writing()
-            ) as runner:
-                if postgres and isinstance(runner, _DirectRunner):
-                    saved = _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
-                elif batch is not None and isinstance(batch, _DirectRunner):
-                    batch.defer(row, self._kci_rows(kcis, now, shared), _event_row(entry))
-                    saved = True
-                else:
-                    saved = runner.run(_UPDATE, row) == 1
-                    if saved:
-                        self._append(runner, kcis, entry, now, shared)
-                if not saved:
-                    raise ConcurrencyConflict(
-                        f"order {record.order_id} changed since it was read (version {loaded})",
-                        order_id=record.order_id,
-                    )
+            # one round trip instead of BEGIN, UPDATE, INSERTs and COMMIT. In a batch, the
+            # batch's runner is used as it is.
+            if batch is not None:
+                saved = write(batch, record.order_id)
+            elif self.dialect == "postgresql":
+                saved = self._read(write, record.order_id)
+            else:
+                with self.writing() as runner:
+                    saved = write(runner, record.order_id)
+            if not saved:
+                raise ConcurrencyConflict(
+                    f"order {record.order_id} changed since it was read (version {loaded})",
+                    order_id=record.order_id,
+                )
         except (self._integrity_error, IntegrityError) as exc:
             raise ConcurrencyConflict(
                 f"order {record.order_id}: a concurrent writer stored the same KCI sequence "
