@@ -72,7 +72,9 @@ case "$cmd" in
         .venv/bin/ruff check engine tests tools
         .venv/bin/ruff format --check engine tests tools
         .venv/bin/mypy engine
-        exec .venv/bin/python -m pytest "$@"
+        # Two worker processes (KCI_TEST_WORKERS=0 for one): every test picks free ports and
+        # its own files and databases, and pytest-cov combines the workers' coverage.
+        exec .venv/bin/python -m pytest -n "${KCI_TEST_WORKERS:-2}" "$@"
         ;;
     bench)
         setup_venv
