@@ -328,3 +328,19 @@ def test_a_sqlite_batch_keeps_its_guards_on_the_writes_it_defers(
         assert engine.order(order_id).version == 1
         assert engine.kcis(order_id) == []
         assert [e.event for e in engine.events(order_id)] == ["received"]
+
+
+def test_apply_batch_reads_its_orders_ahead_in_a_few_statements(sqlite_url: str) -> None:
+    """A batch over 600 orders reads them 500 to a statement (two reads of kci_order), not
+    one SELECT per order; each order is still read once, from what was read ahead."""
+    with SqlStore(sqlite_url) as store:
+        engine = test_engine(store)
+        ids = [engine.accept_order("provide", provide_order(n)) for n in range(1, 601)]
+        seen: list[str] = []
+        sa.event.listen(store.db, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        ack = {"order": {"supplierOrderReference": "S"}}
+        engine.apply_batch([(o, Event.ACKNOWLEDGE, ack) for o in ids])
+        reads = [sql for sql in seen if sql.lstrip().startswith("SELECT") and "kci_order" in sql]
+        assert len(reads) == 2, reads[:3]
+        assert all(" IN (" in sql for sql in reads)
+        assert all(engine.order(o).status == "ACKNOWLEDGED" for o in ids)

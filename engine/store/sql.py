@@ -623,8 +623,8 @@ class SqlStore:
             raise
         self._read_done(runner)
 
-    def _read(self, read: Callable[[_Runner, str], _T], order_id: str) -> _T:
-        """``read(runner, order_id)`` as in :meth:`reading`, without a context manager's cost
+    def _read(self, read: Callable[[_Runner], _T]) -> _T:
+        """``read(runner)`` as in :meth:`reading`, without a context manager's cost
         where no batch, session or instrumentation is in the way (the hot path's reads; each
         about 4 µs less)."""
         if (
@@ -633,10 +633,10 @@ class SqlStore:
             or self._instrumented()
         ):
             with self.reading() as runner:
-                return read(runner, order_id)
+                return read(runner)
         direct = self._direct_reader()
         try:
-            found = read(direct, order_id)
+            found = read(direct)
         except Exception as exc:
             self._read_failed(direct, exc)
             raise
@@ -786,7 +786,7 @@ class SqlStore:
             row = batch.fetched.pop(order_id, None)
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
-            rows = self._read(_load_rows, order_id)
+            rows = self._read(lambda runner: _load_rows(runner, order_id))
         if not rows:
             raise OrderNotFound(order_id)
         record = _record(rows[0])
@@ -819,7 +819,7 @@ class SqlStore:
             batch.kept.pop(record.order_id, None)  # until this save has succeeded
         shared = (record.document, document) if ours else None
 
-        def write(runner: _Runner, _: str) -> bool:
+        def write(runner: _Runner) -> bool:
             """The event's writes on ``runner``; whether the order row was still at ``loaded``."""
             if self.dialect == "postgresql" and isinstance(runner, _DirectRunner):
                 return _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
@@ -836,12 +836,12 @@ class SqlStore:
             # one round trip instead of BEGIN, UPDATE, INSERTs and COMMIT. In a batch, the
             # batch's runner is used as it is.
             if batch is not None:
-                saved = write(batch, record.order_id)
+                saved = write(batch)
             elif self.dialect == "postgresql":
-                saved = self._read(write, record.order_id)
+                saved = self._read(write)
             else:
                 with self.writing() as runner:
-                    saved = write(runner, record.order_id)
+                    saved = write(runner)
             if not saved:
                 raise ConcurrencyConflict(
                     f"order {record.order_id} changed since it was read (version {loaded})",
