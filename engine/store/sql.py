@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ from ..core.records import Kci, OrderRecord, RequestRef
 from ..core.wire import dump_json, format_datetime
 from ..errors import (
     ConcurrencyConflict,
+    ConfigurationError,
     OrderExists,
     OrderNotFound,
     SchemaOutdated,
     StoreError,
+    shown,
 )
 from .db import (
     BUSY_TIMEOUT_S,
@@ -64,6 +67,8 @@ if TYPE_CHECKING:  # psycopg is installed only with the postgres extra
 __all__ = ["DEFAULT_URL", "OutboxEntry", "SqlStore", "create_db_engine", "now_ms"]
 
 DEFAULT_URL = "sqlite:///kci-engine.db"
+#: Orders whose decoded record a SQLite store keeps by default (see ``record_cache``).
+DEFAULT_RECORD_CACHE = 10_000
 
 
 def now_ms() -> int:
@@ -97,6 +102,7 @@ _UPDATE = (
     .where(ORDERS.c.version == _B("k_version"))
     .values({c.name: _B(c.name) for c in ORDERS.c if c.name not in ("order_id", "created_at_ms")})
 )
+_VERSION_OF = sa.select(ORDERS.c.version).where(ORDERS.c.order_id == _B("k_order_id"))
 _EXISTS = sa.select(ORDERS.c.order_id).where(ORDERS.c.order_id == _B("k_order_id"))
 _EVENTS_OF = EVENTS.select().where(EVENTS.c.order_id == _B("k_order_id")).order_by(EVENTS.c.seq)
 _OUTBOX_OF = (
@@ -113,6 +119,26 @@ def _load_many(size: int) -> sa.Select[Any]:
         ORDERS.c.order_id.in_([_B(f"k{i}") for i in range(size)])
     )
     return wanted
+
+
+@functools.cache
+def _versions_of(size: int) -> sa.Select[Any]:
+    """The versions of ``size`` orders (parameters ``k0`` ... ``k{size-1}``)."""
+    wanted: sa.Select[Any] = sa.select(ORDERS.c.order_id, ORDERS.c.version).where(
+        ORDERS.c.order_id.in_([_B(f"k{i}") for i in range(size)])
+    )
+    return wanted
+
+
+def _padded(keys: list[str]) -> Iterator[dict[str, str]]:
+    """The parameters of ``keys`` for ``_load_many``/``_versions_of``: at most the largest of
+    _PREFETCH_SIZES at a time, each chunk padded with its last key to one of those sizes (a
+    few statement shapes, not hundreds)."""
+    for start in range(0, len(keys), _PREFETCH_SIZES[-1]):
+        chunk = keys[start : start + _PREFETCH_SIZES[-1]]
+        size = next(size for size in _PREFETCH_SIZES if size >= len(chunk))
+        chunk += chunk[-1:] * (size - len(chunk))
+        yield {f"k{i}": key for i, key in enumerate(chunk)}
 
 
 _INSERT_ORDER = ORDERS.insert().values({c.name: _B(c.name) for c in ORDERS.c})
@@ -178,8 +204,15 @@ class _Runner(ABC):
         """Execute ``statement``; the number of rows it changed."""
 
     @abstractmethod
-    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
-        """Execute a select; its rows as dicts keyed by column name."""
+    def rows(
+        self, statement: Statement, values: dict[str, Any], *, tuples: bool = False
+    ) -> list[Any]:
+        """Execute a select; its rows as dicts keyed by column name (``tuples``: as tuples)."""
+
+    def value(self, statement: Statement, order_id: str) -> Any:
+        """The first column of ``statement``'s first row for the order (None without one)."""
+        found = self.rows(statement, {"k_order_id": order_id}, tuples=True)
+        return found[0][0] if found else None
 
 
 class _DirectRunner(_Runner):
@@ -260,14 +293,21 @@ class _DirectRunner(_Runner):
         return int(cursor.rowcount)
 
     def rows(
-        self, statement: Statement, values: dict[str, Any], *, flush: bool = True
-    ) -> list[dict[str, Any]]:
+        self,
+        statement: Statement,
+        values: dict[str, Any],
+        *,
+        tuples: bool = False,
+        flush: bool = True,
+    ) -> list[Any]:
         """Execute a select; ``flush=False`` for one that no deferred write can change."""
         if flush and self.updates:
             self.flush()
         compiled = self.store._compiled(statement)
         cursor = self._cursor()
         cursor.execute(compiled.sql, compiled.params(values))
+        if tuples:
+            return cursor.fetchall()  # type: ignore[no-any-return]
         return [dict(zip(compiled.columns, row, strict=True)) for row in cursor.fetchall()]
 
 
@@ -381,8 +421,47 @@ class _SessionRunner(_Runner):
     def run(self, statement: Statement, values: dict[str, Any]) -> int:
         return int(self.conn.execute(statement, values).rowcount)
 
-    def rows(self, statement: Statement, values: dict[str, Any]) -> list[dict[str, Any]]:
-        return [dict(row._mapping) for row in self.conn.execute(statement, values)]
+    def rows(
+        self, statement: Statement, values: dict[str, Any], *, tuples: bool = False
+    ) -> list[Any]:
+        result = self.conn.execute(statement, values)
+        if tuples:
+            return [tuple(row) for row in result]
+        return [dict(row._mapping) for row in result]
+
+
+class _Records:
+    """The decoded records of the orders this store wrote or read last, each as committed, with
+    its document's JSON: a load compares the row's ``version`` alone and, when it is still the
+    one kept, copies the record instead of reading and decoding the whole row.
+
+    Only committed states are kept (after the commit, never from inside a transaction that may
+    still roll back), and every writer of an order row bumps its ``version`` (the engine's own
+    all do; so must any other), so a record whose version matches is the row's content. The
+    least recently written are dropped beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[OrderRecord, str]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, order_id: str) -> tuple[OrderRecord, str] | None:
+        return self.entries.get(order_id)
+
+    def keep(self, kept: Iterable[tuple[OrderRecord, str]]) -> None:
+        """Remember these committed records (each not to be changed from now on)."""
+        entries = self.entries
+        with self.lock:
+            for entry in kept:
+                key = entry[0].order_id
+                entries[key] = entry
+                entries.move_to_end(key)
+            while len(entries) > self.size:
+                entries.popitem(last=False)
+
+    def drop(self, order_id: str) -> None:
+        with self.lock:
+            self.entries.pop(order_id, None)
 
 
 class SqlStore:
@@ -402,6 +481,10 @@ class SqlStore:
         persistent: refuse an in-memory database (what another process must see).
         busy_timeout_s: how long a SQLite writer waits for another process's write lock before
             :class:`~kci_engine.errors.StoreBusy` (default 30 s).
+        record_cache: on SQLite, how many orders' decoded records to keep (default 10,000; 0
+            keeps none): loading a kept order reads only its row's ``version`` (see
+            docs/decisions.md S19). Every writer of an order row must bump its ``version``, as
+            the engine's own writers do.
 
     A store is a context manager, like ``httpx.Client`` and SQLAlchemy's ``Session``: leaving
     the block closes its connections.
@@ -421,7 +504,12 @@ class SqlStore:
         read_only: bool = False,
         persistent: bool = False,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
+        if isinstance(record_cache, bool) or not isinstance(record_cache, int) or record_cache < 0:
+            raise ConfigurationError(
+                f"record_cache must be an integer >= 0, not {shown(record_cache)}"
+            )
         self.db = (
             db
             if db is not None
@@ -447,6 +535,9 @@ class SqlStore:
 
                 upgrade(self.db)
         self._identity = file_identity(self._path)
+        self._records = (
+            _Records(record_cache) if record_cache and self.dialect == "sqlite" else None
+        )
 
     def _require_current_schema(self) -> None:
         from .migrate import current, head
@@ -562,6 +653,8 @@ class SqlStore:
                 runner.flush()
             finally:
                 self._local.batch = None
+        if self._records is not None:  # committed: what the batch saved is the rows' content
+            self._records.keep(runner.kept.values())
 
     def prefetch(self, order_ids: Iterable[str]) -> None:
         """Inside :meth:`batch`: read these orders' rows now, a few hundred to a statement,
@@ -572,17 +665,24 @@ class SqlStore:
         batch = self._batch()
         if batch is None:
             return
+        kept, fetched = batch.kept, batch.fetched
         wanted = [
             key
             for key in dict.fromkeys(order_ids)
-            if isinstance(key, str) and key not in batch.kept and key not in batch.fetched
+            if isinstance(key, str) and key not in kept and key not in fetched
         ]
-        for start in range(0, len(wanted), _PREFETCH_SIZES[-1]):
-            chunk = wanted[start : start + _PREFETCH_SIZES[-1]]
-            size = next(size for size in _PREFETCH_SIZES if size >= len(chunk))
-            chunk += chunk[-1:] * (size - len(chunk))  # a few statement shapes, not hundreds
-            found = batch.rows(_load_many(size), {f"k{i}": key for i, key in enumerate(chunk)})
-            batch.fetched.update((row["order_id"], row) for row in found)
+        records = self._cache()
+        if records is not None:  # kept records still at their row's version need no more
+            known = [key for key in wanted if records.get(key) is not None]
+            for params in _padded(known):
+                for key, version in batch.rows(_versions_of(len(params)), params, tuples=True):
+                    entry = records.get(key)
+                    if entry is not None and entry[0].version == version:
+                        kept[key] = entry
+            wanted = [key for key in wanted if key not in kept]
+        for params in _padded(wanted):
+            found = batch.rows(_load_many(len(params)), params)
+            fetched.update((row["order_id"], row) for row in found)
 
     def _instrumented(self) -> bool:
         """Whether someone watches the statements: ``echo``, or listeners on SQLAlchemy's cursor
@@ -775,6 +875,8 @@ class SqlStore:
         batch = self._batch()
         if batch is not None:
             batch.kept[record.order_id] = (record.copy(), document)
+        elif (records := self._cache()) is not None:
+            records.keep([(record.copy(), document)])  # committed
 
     def load(self, order_id: str) -> OrderRecord:
         batch = self._batch()
@@ -782,16 +884,35 @@ class SqlStore:
         if kept is not None:  # saved earlier in this batch: its row is locked and unchanged since
             self._local.loaded = (kept[0].document, kept[1])
             return kept[0].copy()
+        records = self._cache()
+        known = records is not None and records.get(order_id) is not None
         if batch is not None:  # what reading() would give, without its context manager
             row = batch.fetched.pop(order_id, None)
+            if row is None and known and (found := self._still_kept(batch, order_id)):
+                return found
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
+            if known and (found := self._read(lambda runner: self._still_kept(runner, order_id))):
+                return found
             rows = self._read(lambda runner: _load_rows(runner, order_id))
         if not rows:
             raise OrderNotFound(order_id)
         record = _record(rows[0])
         self._local.loaded = (record.document, rows[0]["document"])
         return record
+
+    def _still_kept(self, runner: _Runner, order_id: str) -> OrderRecord | None:
+        """A copy of the order's kept record, if its row is still at the kept version."""
+        records = self._cache()
+        entry = None if records is None else records.get(order_id)
+        if entry is None or runner.value(_VERSION_OF, order_id) != entry[0].version:
+            return None
+        self._local.loaded = (entry[0].document, entry[1])
+        return entry[0].copy()
+
+    def _cache(self) -> _Records | None:
+        """The kept records, unless this is a joined view (whose writes the caller commits)."""
+        return self._records if self._session is None else None
 
     def _batch(self) -> _Runner | None:
         """The runner of this thread's open batch, if any (never for a joined view)."""
@@ -843,6 +964,8 @@ class SqlStore:
                 with self.writing() as runner:
                     saved = write(runner)
             if not saved:
+                if self._records is not None:
+                    self._records.drop(record.order_id)
                 raise ConcurrencyConflict(
                     f"order {record.order_id} changed since it was read (version {loaded})",
                     order_id=record.order_id,
@@ -856,6 +979,8 @@ class SqlStore:
         record.version = loaded + 1
         if batch is not None:
             batch.kept[record.order_id] = (record, document)
+        elif (records := self._cache()) is not None:
+            records.keep([(record, document)])  # committed
 
     def _kci_rows(
         self, kcis: Sequence[Kci], now: int, shared: tuple[dict[str, Any], str] | None
