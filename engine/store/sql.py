@@ -431,7 +431,7 @@ class _SessionRunner(_Runner):
 
 
 class _Records:
-    """The decoded records of the orders this store wrote or read last, each as committed, with
+    """The decoded records of the orders this store wrote last, each as committed, with
     its document's JSON: a load compares the row's ``version`` alone and, when it is still the
     one kept, copies the record instead of reading and decoding the whole row.
 
@@ -882,18 +882,17 @@ class SqlStore:
         batch = self._batch()
         kept = None if batch is None else batch.kept.get(order_id)
         if kept is not None:  # saved earlier in this batch: its row is locked and unchanged since
-            self._local.loaded = (kept[0].document, kept[1])
-            return kept[0].copy()
+            return self._handed(kept)
         records = self._cache()
-        known = records is not None and records.get(order_id) is not None
+        entry = None if records is None else records.get(order_id)
         if batch is not None:  # what reading() would give, without its context manager
             row = batch.fetched.pop(order_id, None)
-            if row is None and known and (found := self._still_kept(batch, order_id)):
-                return found
+            if row is None and entry is not None and self._current(batch, entry):
+                return self._handed(entry)
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
-            if known and (found := self._read(lambda runner: self._still_kept(runner, order_id))):
-                return found
+            if entry is not None and self._read(lambda runner: self._current(runner, entry)):
+                return self._handed(entry)
             rows = self._read(lambda runner: _load_rows(runner, order_id))
         if not rows:
             raise OrderNotFound(order_id)
@@ -901,14 +900,16 @@ class SqlStore:
         self._local.loaded = (record.document, rows[0]["document"])
         return record
 
-    def _still_kept(self, runner: _Runner, order_id: str) -> OrderRecord | None:
-        """A copy of the order's kept record, if its row is still at the kept version."""
-        records = self._cache()
-        entry = None if records is None else records.get(order_id)
-        if entry is None or runner.value(_VERSION_OF, order_id) != entry[0].version:
-            return None
-        self._local.loaded = (entry[0].document, entry[1])
-        return entry[0].copy()
+    @staticmethod
+    def _current(runner: _Runner, kept: tuple[OrderRecord, str]) -> bool:
+        """Whether the order's row is still at the version of its kept record."""
+        record = kept[0]
+        return bool(runner.value(_VERSION_OF, record.order_id) == record.version)
+
+    def _handed(self, kept: tuple[OrderRecord, str]) -> OrderRecord:
+        """A working copy of a kept record, its document's JSON remembered for the save."""
+        self._local.loaded = (kept[0].document, kept[1])
+        return kept[0].copy()
 
     def _cache(self) -> _Records | None:
         """The kept records, unless this is a joined view (whose writes the caller commits)."""
