@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 
 import httpx
@@ -15,6 +16,7 @@ from kci_engine.delivery.client import (
     Outcome,
     TokenCache,
     check_base_url,
+    new_request_id,
 )
 from kci_engine.delivery.policy import RetryPolicy
 from kci_engine.errors import ConfigurationError
@@ -61,6 +63,22 @@ def test_delivered_on_204_with_the_required_headers_and_the_exact_body() -> None
     assert first.headers["X-Conversation-ID"] == "conv-1"
     assert first.headers["Content-Type"] == "application/json"
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_never_repeats_its_parents_request_ids() -> None:
+    new_request_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
+        os.write(write, "\n".join(new_request_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    assert len(child) == 20
+    assert not set(child) & {new_request_id() for _ in range(20)}
 
 
 def test_token_is_fetched_once_and_reused() -> None:

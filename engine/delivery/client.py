@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -381,6 +382,7 @@ class GatewayClient:
 
 
 _ids = random.Random()  # request ids must be unique, not secret: no system call per request
+os.register_at_fork(after_in_child=_ids.seed)  # a forked worker never repeats its parent's ids
 _VERSION_4 = (4 << 76) | (2 << 62)  # the version and variant bits of a random UUID
 _RANDOM_BITS = ~((0xF << 76) | (0x3 << 62))
 
