@@ -22,6 +22,8 @@ from kci_engine.delivery.policy import RetryPolicy
 from kci_engine.errors import ConfigurationError
 from pydantic import SecretStr
 
+from tests.forking import drawn_in_child
+
 SECRET = "s3cr3t-value"
 TOKEN = "tok-abc-123"
 BODY = '{"id":"x","sequenceNumber":1}'
@@ -68,15 +70,7 @@ def test_delivered_on_204_with_the_required_headers_and_the_exact_body() -> None
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_worker_never_repeats_its_parents_request_ids() -> None:
     new_request_id()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe and exits
-        os.write(write, "\n".join(new_request_id() for _ in range(20)).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child = pipe.read().split("\n")
-    os.waitpid(pid, 0)
+    child = drawn_in_child(new_request_id, 20)
     assert len(child) == 20
     assert not set(child) & {new_request_id() for _ in range(20)}
 
