@@ -316,7 +316,7 @@ def _naive(url: str, orders: int) -> float:
     from kci_engine.core._lifecycle import Firing
     from kci_engine.core._machine import Machine
     from kci_engine.orders import SPECS, parse_kci
-    from kci_engine.store.sql import SqlStore, _order_row, _record, now_ms
+    from kci_engine.store.sql import _SET, SqlStore, _order_values, _record, now_ms
     from kci_engine.store.tables import EventRow, OrderRow, OutboxRow
     from sqlmodel import Session
 
@@ -342,9 +342,9 @@ def _naive(url: str, orders: int) -> float:
                 )
                 machine.fire(firing)
                 document = json.dumps(record.document, separators=(",", ":"), ensure_ascii=False)
-                for key, value in _order_row(record, now_ms(), document).items():
+                values = _order_values(record, now_ms(), document, row.version + 1)
+                for key, value in zip(_SET, values, strict=True):
                     setattr(row, key, value)
-                row.version += 1
                 for kci in firing.kcis:
                     parse_kci(kci.json())
                     session.add(

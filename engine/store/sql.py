@@ -214,6 +214,11 @@ class _Runner(ABC):
         found = self.rows(statement, {"k_order_id": order_id}, tuples=True)
         return found[0][0] if found else None
 
+    def write(self, statement: Statement, values: tuple[Any, ...]) -> int:
+        """Execute one of an event's writes (:data:`_WRITES`) with its values in the order of
+        its parameters; the number of rows it changed."""
+        return self.run(statement, dict(zip(_WRITES[statement], values, strict=True)))
+
 
 class _DirectRunner(_Runner):
     """The hot path: compiled SQL on this thread's DBAPI connection, no ORM, no pool trips.
@@ -237,15 +242,20 @@ class _DirectRunner(_Runner):
         #: ``(order_id, event_id)`` of the deferred events that have an event id.
         self.deferred_ids: set[tuple[str, str]] = set()
 
-    def defer(self, row: dict[str, Any], kcis: list[dict[str, Any]], event: dict[str, Any]) -> None:
-        """Queue one saved event's UPDATE and INSERTs (see the class's note)."""
-        store = self.store
-        self.updates.append(store._compiled(_UPDATE).params(row))
-        kci = store._compiled(_INSERT_KCI)
-        self.inserted_kcis.extend(kci.params(values) for values in kcis)
-        self.inserted_events.append(store._compiled(_INSERT_EVENT).params(event))
-        if event["event_id"] is not None:
-            self.deferred_ids.add((event["order_id"], event["event_id"]))
+    def defer(
+        self,
+        update: tuple[Any, ...],
+        kcis: list[tuple[Any, ...]],
+        event: tuple[Any, ...],
+        event_id: str | None,
+    ) -> None:
+        """Queue one saved event's UPDATE and INSERTs (see the class's note), their values in
+        the order of their parameters (:data:`_WRITES`)."""
+        self.updates.append(update)
+        self.inserted_kcis += kcis
+        self.inserted_events.append(event)
+        if event_id is not None:
+            self.deferred_ids.add((event[0], event_id))
         if len(self.updates) >= self.FLUSH_AT:
             self.flush()
 
@@ -258,15 +268,15 @@ class _DirectRunner(_Runner):
         store = self.store
         cursor = self._cursor()
         try:
-            cursor.executemany(store._compiled(_UPDATE).sql, updates)
+            cursor.executemany(store._positional(_UPDATE), updates)
             if cursor.rowcount != len(updates):
                 raise ConcurrencyConflict(
                     f"{len(updates) - cursor.rowcount} of the batch's orders changed since they "
                     "were read; nothing of the batch was kept"
                 )
             if kcis:
-                cursor.executemany(store._compiled(_INSERT_KCI).sql, kcis)
-            cursor.executemany(store._compiled(_INSERT_EVENT).sql, events)
+                cursor.executemany(store._positional(_INSERT_KCI), kcis)
+            cursor.executemany(store._positional(_INSERT_EVENT), events)
         except (store._integrity_error, IntegrityError) as exc:
             raise ConcurrencyConflict(
                 "a batch's KCI sequence number or event id was already stored "
@@ -290,6 +300,15 @@ class _DirectRunner(_Runner):
         compiled = self.store._compiled(statement)
         cursor = self._cursor()
         cursor.execute(compiled.sql, compiled.params(values))
+        return int(cursor.rowcount)
+
+    def write(self, statement: Statement, values: tuple[Any, ...]) -> int:
+        if self.store.dialect != "sqlite":  # psycopg's compiled statements take names
+            return super().write(statement, values)
+        if self.updates:
+            self.flush()
+        cursor = self._cursor()
+        cursor.execute(self.store._positional(statement), values)
         return int(cursor.rowcount)
 
     def rows(
@@ -316,6 +335,13 @@ class _DirectRunner(_Runner):
 _SET = tuple(c.name for c in ORDERS.c if c.name not in ("order_id", "created_at_ms"))
 _KCI_COLUMNS = tuple(c.name for c in OUTBOX.c if c.name not in ("last_error", "delivered_at_ms"))
 _EVENT_COLUMNS = tuple(c.name for c in EVENTS.c if c.name != "seq")
+#: An event's writes, each with the names of its parameters in the order its values are given
+#: (to :meth:`_Runner.write`, and on PostgreSQL to the one statement of ``_in_one_sql``).
+_WRITES: dict[Statement, tuple[str, ...]] = {
+    _UPDATE: (*_SET, "k_order_id", "k_version"),
+    _INSERT_KCI: _KCI_COLUMNS,
+    _INSERT_EVENT: _EVENT_COLUMNS,
+}
 _IN_ONE: dict[int, str] = {}
 
 
@@ -375,17 +401,15 @@ def _in_one_sql(kci_count: int) -> str:
 
 def _save_in_one(
     runner: _DirectRunner,
-    row: dict[str, Any],
-    kcis: list[dict[str, Any]],
-    entry: EventEntry,
+    update: tuple[Any, ...],
+    kcis: list[tuple[Any, ...]],
+    event: tuple[Any, ...],
 ) -> bool:
     """Save an event on PostgreSQL in one statement; whether the order row matched."""
-    params: list[Any] = [row[name] for name in _SET]
-    params += (row["k_order_id"], row["k_version"])
+    params: list[Any] = [*update]
     for values in kcis:
-        params += [values[name] for name in _KCI_COLUMNS]
-    event = _event_row(entry)
-    params += [event[name] for name in _EVENT_COLUMNS]
+        params += values
+    params += event
     prepared = runner.store._prepared(runner.dbapi)
     if prepared is not None:
         result = prepared.run(f"kci_save_{len(kcis)}", _in_one_sql(len(kcis)), params)
@@ -525,6 +549,7 @@ class SqlStore:
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._statements: dict[int, _Compiled] = {}
+        self._write_sql: dict[int, str] = {}
         dbapi: Any = self.db.dialect.dbapi
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         with translated(self.database):
@@ -613,6 +638,17 @@ class SqlStore:
         found = self._statements.get(id(statement))
         if found is None:
             found = self._statements[id(statement)] = _Compiled(statement, self.db.dialect)
+        return found
+
+    def _positional(self, statement: Statement) -> str:
+        """The SQLite SQL of one of an event's writes (:data:`_WRITES`), whose values are
+        given as a tuple in the order of its parameters."""
+        found = self._write_sql.get(id(statement))
+        if found is None:
+            compiled = self._compiled(statement)
+            if compiled.names != _WRITES[statement]:  # pragma: no cover - a schema change
+                raise RuntimeError(f"parameters {compiled.names} are not {_WRITES[statement]}")
+            found = self._write_sql[id(statement)] = compiled.sql
         return found
 
     # --- transactions --------------------------------------------------------------------------
@@ -860,15 +896,18 @@ class SqlStore:
     def create(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
         now = now_ms()
         document = dump_json(record.document)
-        row = _order_row(record, now, document)
-        row["version"] = 1
+        row = dict(zip(_SET, _order_values(record, now, document, 1), strict=True))
+        row["order_id"] = record.order_id
         row["created_at_ms"] = now
+        kci_rows = _kci_rows(kcis, now, (record.document, document))
         try:
             with self.writing() as runner:
                 runner.run(_INSERT_ORDER, row)
                 if entry.chart_version is not None:  # how it began, for `history replay`
                     runner.run(INSERT_ORIGIN, origin_row(record, entry))
-                self._append(runner, kcis, entry, now, (record.document, document))
+                for values in kci_rows:
+                    runner.write(_INSERT_KCI, values)
+                runner.write(_INSERT_EVENT, _event_values(entry))
         except (self._integrity_error, IntegrityError):
             raise OrderExists(record.order_id) from None
         record.version = 1
@@ -932,25 +971,27 @@ class SqlStore:
         now = now_ms()
         loaded = record.version
         document, ours = self._document_json(record.document)
-        row = _order_row(record, now, document)
-        row["version"] = loaded + 1
-        row["k_order_id"] = record.order_id
-        row["k_version"] = loaded
+        # The writes' values in the order of their parameters: the versioned UPDATE's (WHERE
+        # order_id and the version read last), the KCIs' and the log entry's.
+        update = (*_order_values(record, now, document, loaded + 1), record.order_id, loaded)
+        kci_rows = _kci_rows(kcis, now, (record.document, document) if ours else None)
+        event = _event_values(entry)
         batch = self._batch()
         if batch is not None:
             batch.kept.pop(record.order_id, None)  # until this save has succeeded
-        shared = (record.document, document) if ours else None
 
         def write(runner: _Runner) -> bool:
             """The event's writes on ``runner``; whether the order row was still at ``loaded``."""
             if self.dialect == "postgresql" and isinstance(runner, _DirectRunner):
-                return _save_in_one(runner, row, self._kci_rows(kcis, now, shared), entry)
+                return _save_in_one(runner, update, kci_rows, event)
             if runner is batch and isinstance(runner, _DirectRunner):
-                runner.defer(row, self._kci_rows(kcis, now, shared), _event_row(entry))
+                runner.defer(update, kci_rows, event, entry.event_id)
                 return True  # the versioned UPDATE is checked when the batch sends it
-            if runner.run(_UPDATE, row) != 1:
+            if runner.write(_UPDATE, update) != 1:
                 return False
-            self._append(runner, kcis, entry, now, shared)
+            for values in kci_rows:
+                runner.write(_INSERT_KCI, values)
+            runner.write(_INSERT_EVENT, event)
             return True
 
         try:
@@ -982,39 +1023,6 @@ class SqlStore:
             batch.kept[record.order_id] = (record, document)
         elif (records := self._cache()) is not None:
             records.keep([(record, document)])  # committed
-
-    def _kci_rows(
-        self, kcis: Sequence[Kci], now: int, shared: tuple[dict[str, Any], str] | None
-    ) -> list[dict[str, Any]]:
-        return [
-            {
-                "kci_id": kci.kci_id,
-                "order_id": kci.order_id,
-                "sequence_number": kci.sequence_number,
-                "reason_code": kci.reason_code._value_,
-                "status": kci.status._value_,
-                "event": kci.event,
-                "issued_on": kci.body["issuedOn"],
-                "body": _body_json(kci.body, shared),
-                "delivery_state": DeliveryState.PENDING,
-                "attempts": 0,
-                "next_attempt_at_ms": now,
-                "created_at_ms": now,
-            }
-            for kci in kcis
-        ]
-
-    def _append(
-        self,
-        runner: _Runner,
-        kcis: Sequence[Kci],
-        entry: EventEntry,
-        now: int,
-        shared: tuple[dict[str, Any], str] | None,
-    ) -> None:
-        for values in self._kci_rows(kcis, now, shared):
-            runner.run(_INSERT_KCI, values)
-        runner.run(_INSERT_EVENT, _event_row(entry))
 
     def applied(self, order_id: str, event_id: str) -> list[Kci] | None:
         with self.reading() as runner:
@@ -1124,8 +1132,9 @@ _NO_REQUESTS = json.dumps({"amendments": [], "cancellation": None})
 _ORDER_TYPES = {order_type.value: order_type for order_type in OrderType}
 
 
-def _order_row(record: OrderRecord, now: int, document: str) -> dict[str, Any]:
-    """The order's row; ``document`` is its document's JSON."""
+def _order_values(record: OrderRecord, now: int, document: str, version: int) -> tuple[Any, ...]:
+    """The order row's columns an event sets (:data:`_SET`, in its order); ``document`` is the
+    document's JSON."""
     requests = (
         _NO_REQUESTS
         if not record.amendments and record.cancellation is None
@@ -1138,36 +1147,56 @@ def _order_row(record: OrderRecord, now: int, document: str) -> dict[str, Any]:
             }
         )
     )
-    return {
-        "order_id": record.order_id,
-        "order_type": record.order_type._value_,
-        "status": str(record.status),
-        "return_stack": dump_json([str(s) for s in record.return_stack])
-        if record.return_stack
-        else "[]",
-        "requests": requests,
-        "document": document,
-        "next_sequence": record.next_sequence,
-        "last_issued_on": None
-        if record.last_issued_on is None
-        else format_datetime(record.last_issued_on),
-        "version": record.version,
-        "conversation_id": record.conversation_id,
-        "updated_at_ms": now,
-    }
+    last = record.last_issued_on
+    return (
+        record.order_type._value_,
+        str(record.status),
+        dump_json([str(s) for s in record.return_stack]) if record.return_stack else "[]",
+        requests,
+        document,
+        record.next_sequence,
+        None if last is None else format_datetime(last),
+        version,
+        record.conversation_id,
+        now,
+    )
 
 
-def _event_row(entry: EventEntry) -> dict[str, Any]:
-    return {
-        "order_id": entry.order_id,
-        "event_id": entry.event_id,
-        "event": entry.event,
-        "status_before": entry.status_before,
-        "status_after": entry.status_after,
-        "kci_ids": dump_json(list(entry.kci_ids)) if entry.kci_ids else "[]",
-        "data": given_json(entry.data),
-        "applied_at_ms": _ms(entry.applied_at),
-    }
+def _kci_rows(
+    kcis: Sequence[Kci], now: int, shared: tuple[dict[str, Any], str] | None
+) -> list[tuple[Any, ...]]:
+    """The outbox rows of ``kcis`` (:data:`_KCI_COLUMNS`, in its order), pending delivery."""
+    return [
+        (
+            kci.kci_id,
+            kci.order_id,
+            kci.sequence_number,
+            kci.reason_code._value_,
+            kci.status._value_,
+            kci.event,
+            kci.body["issuedOn"],
+            _body_json(kci.body, shared),
+            DeliveryState.PENDING,
+            0,
+            now,
+            now,
+        )
+        for kci in kcis
+    ]
+
+
+def _event_values(entry: EventEntry) -> tuple[Any, ...]:
+    """The log entry's row (:data:`_EVENT_COLUMNS`, in its order)."""
+    return (
+        entry.order_id,
+        entry.event_id,
+        entry.event,
+        entry.status_before,
+        entry.status_after,
+        dump_json(list(entry.kci_ids)) if entry.kci_ids else "[]",
+        given_json(entry.data),
+        _ms(entry.applied_at),
+    )
 
 
 @functools.cache
