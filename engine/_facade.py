@@ -7,10 +7,14 @@ are written together, or, if anything refuses the event, nothing is written at a
 from __future__ import annotations
 
 import copy
+import gc
 import os
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from time import time_ns
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -55,18 +59,64 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_kci_id() -> str:
-    """The default KCI id: a random (version 4) UUID.
+class _Entropy(threading.local):
+    """Random bytes from ``os.urandom``, drawn a few kilobytes at a time, each thread its own
+    (a system call per KCI costs as much as the rest of its id)."""
 
-    Same bits as ``str(uuid.uuid4())`` (16 bytes from ``os.urandom``, version and variant set),
-    formatted without building a ``UUID`` object, which costs three times as much and is paid
-    on every KCI.
+    def __init__(self) -> None:
+        self.pool = b""
+        self.at = 0
+
+
+_ENTROPY = _Entropy()
+_POOL = 4000  # ten bytes an id
+
+
+def _new_pool() -> None:
+    _ENTROPY.pool, _ENTROPY.at = b"", 0
+
+
+os.register_at_fork(after_in_child=_new_pool)  # a child never reuses its parent's bytes
+
+
+def new_kci_id() -> str:
+    """The default KCI id: a version 7 UUID (RFC 9562): the Unix time in milliseconds, then 74
+    random bits from ``os.urandom``.
+
+    Time-ordered, so each new KCI's id lands at the end of the outbox's primary-key index
+    instead of on a random page of it: a batch of a thousand events dirties a few index pages,
+    not hundreds (decisions S20). Formatted without building a ``UUID`` object, which costs
+    three times as much and is paid on every KCI.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
+    entropy = _ENTROPY
+    at = entropy.at
+    if at == len(entropy.pool):
+        entropy.pool, at = os.urandom(_POOL), 0
+    entropy.at = at + 10
+    raw = bytearray((time_ns() // 1_000_000).to_bytes(6) + entropy.pool[at : at + 10])
+    raw[6] = (raw[6] & 0x0F) | 0x70
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the block runs (unless it was off already).
+
+    A batch keeps every record it saved and every KCI it made until it ends, thousands of
+    containers that survive the young generations and so bring on full collections, each
+    walking every object of the process, while the engine's own garbage has no cycles to find
+    (decisions S21; Mercurial's ``util.nogc`` does this for the same reason). Other threads'
+    cycles wait for the batch's end."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Engine:
@@ -75,7 +125,7 @@ class Engine:
     Args:
         store: where orders and KCIs are kept (default: a new :class:`MemoryStore`).
         clock: returns the current time, timezone-aware (default: UTC now).
-        new_id: returns a fresh KCI id (default: a random UUID).
+        new_id: returns a fresh KCI id (default: a time-ordered UUID, :func:`new_kci_id`).
         conflict_retries: when another writer changes an order between this engine's read and
             its commit, re-read and re-apply the event up to this many times before raising
             :class:`ConcurrencyConflict` (default 0: raise at once). A :class:`StoreBusy` (the
@@ -349,7 +399,7 @@ class Engine:
         store = self.store
         prefetch = store.prefetch if isinstance(store, Prefetching) else None
         pending = iter(items)
-        with store.batch():
+        with _collector_paused(), store.batch():
             # A few hundred items at a time: their orders read ahead in one statement.
             while chunk := list(islice(pending, _BATCH_CHUNK)):
                 if prefetch is not None:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kci_engine import Engine, Event, EventData, OrderStatus, OrderType, ProblemCode, ReasonCode
+from kci_engine._facade import new_kci_id
 from kci_engine.core.events import EventEntry
 from kci_engine.core.records import Kci, OrderRecord
 from kci_engine.errors import (
     ConcurrencyConflict,
     ConfigurationError,
+    EventNotAllowed,
     InvalidOrder,
     MissingField,
     OrderExists,
@@ -33,6 +40,8 @@ from kci_engine.tooling.testing import (
     sequential_ids,
     unsolicited_cease_order,
 )
+
+from tests.forking import drawn_in_child
 
 S = OrderStatus
 E = Event
@@ -729,3 +738,77 @@ def test_a_conflicting_write_is_refused_without_retries_and_writes_nothing() -> 
 def test_a_negative_retry_count_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="conflict_retries must be >= 0, not -1"):
         Engine(conflict_retries=-1)
+
+
+# --- KCI ids and batches ---------------------------------------------------------------------
+
+
+def _random_bits(kci_id: str) -> int:
+    return uuid.UUID(kci_id).int & ((1 << 80) - 1) & ~(0xC << 60)
+
+
+def test_the_default_kci_id_is_a_time_ordered_version_7_uuid() -> None:
+    before = time.time_ns() // 1_000_000
+    first = new_kci_id()
+    time.sleep(0.003)
+    second = new_kci_id()
+    after = time.time_ns() // 1_000_000
+    for kci_id in (first, second):
+        parsed = uuid.UUID(kci_id)
+        assert str(parsed) == kci_id  # canonical: lower-case hex, dashes in place
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert before <= parsed.int >> 80 <= after  # the Unix time in milliseconds
+    assert first < second  # a later millisecond sorts later, as the outbox index wants
+    many = [new_kci_id() for _ in range(5000)]  # several entropy pools' worth
+    assert len(set(many)) == 5000
+    assert len({_random_bits(i) for i in many}) == 5000
+
+
+def test_kci_ids_drawn_by_threads_never_repeat() -> None:
+    drawn: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(into: list[str]) -> None:
+        into.extend(new_kci_id() for _ in range(3000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({i for ids in drawn for i in ids}) == 12_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_repeats_its_parents_kci_ids() -> None:
+    new_kci_id()  # the parent's pool of random bytes is drawn and part used
+    child = drawn_in_child(new_kci_id, 50)
+    parent = [new_kci_id() for _ in range(50)]
+    assert len(child) == 50
+    assert not {_random_bits(i) for i in child} & {_random_bits(i) for i in parent}
+
+
+def test_a_batch_runs_without_cyclic_collection_and_restores_the_collector() -> None:
+    seen: list[bool] = []
+
+    def clock() -> datetime:
+        seen.append(gc.isenabled())
+        return datetime.now(UTC)
+
+    engine = Engine(clock=clock)
+    order_id = engine.accept_order(OrderType.PROVIDE, provide_order())
+    seen.clear()
+    assert gc.isenabled()
+    engine.apply_batch(
+        [(order_id, E.ACKNOWLEDGE, REF), (order_id, E.COMMIT, {"order": COMMIT_DATES})]
+    )
+    assert seen == [False, False]
+    assert gc.isenabled()
+    with pytest.raises(EventNotAllowed):  # a refused batch restores it too
+        engine.apply_batch([(order_id, E.ACKNOWLEDGE, REF)])
+    assert gc.isenabled()
+    gc.disable()  # switched off by the application: left off
+    try:
+        engine.apply_batch([(order_id, E.WARN, {"problem_code": "NETWORK_ISSUE"})])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
