@@ -3,11 +3,18 @@ only the row's version, and never answers with a state the database no longer ho
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
 from kci_engine import Engine, Event
-from kci_engine.errors import ConcurrencyConflict, ConfigurationError, EventNotAllowed
+from kci_engine.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    EventNotAllowed,
+    StoreError,
+)
 from kci_engine.store import sql
 from kci_engine.store.sql import DEFAULT_RECORD_CACHE, SqlStore
 from kci_engine.tooling.testing import COMMIT_DATES, provide_order, test_engine
@@ -169,3 +176,20 @@ def test_postgresql_keeps_no_records(postgres_url: str) -> None:
     """On PostgreSQL a load is one prepared round trip either way; nothing is kept."""
     with SqlStore(postgres_url) as store:
         assert store._records is None
+
+
+def test_a_kept_orders_version_read_that_fails_is_a_store_error(sqlite_url: str) -> None:
+    """The version read a kept order's load makes goes through the engine's error handling: a
+    failure is a StoreError naming the cause, and the next load works on a fresh connection."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    with SqlStore(sqlite_url) as store:
+        engine = test_engine(store)
+        order_id = engine.accept_order("provide", provide_order(1))
+        with closing(sqlite3.connect(path)) as other:
+            other.execute("ALTER TABLE kci_order RENAME TO kci_order_away")
+            other.commit()
+            with pytest.raises(StoreError, match="no such table"):
+                engine.order(order_id)
+            other.execute("ALTER TABLE kci_order_away RENAME TO kci_order")
+            other.commit()
+        assert engine.order(order_id).status == "SENT_TO_SUPPLIER"

