@@ -542,6 +542,7 @@ class SqlStore:
             )
         )
         self.read_only = read_only
+        self._dialect = str(self.db.dialect.name)
         self.database = database_name(self.db.url)
         self._path = sqlite_path(self.db.url)
         self._session: Session | None = None
@@ -601,7 +602,7 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
-        return str(self.db.dialect.name)
+        return self._dialect
 
     def joined(self, session: Session) -> SqlStore:
         """A view of this store that works inside the caller's session and transaction.
@@ -847,14 +848,15 @@ class SqlStore:
                 yield runner
             return
         dbapi = self._dbapi()
-        relaxed = not durable and self.dialect == "sqlite"
+        sqlite = self._dialect == "sqlite"
+        relaxed = not durable and sqlite
         try:
             cursor = dbapi.cursor()
             runner = _DirectRunner(self, dbapi, cursor)
             try:
                 if relaxed:
                     cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+                cursor.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
                 try:
                     yield runner
                 except BaseException:
@@ -866,7 +868,7 @@ class SqlStore:
                 if relaxed:
                     with suppress(Exception):
                         cursor.execute("PRAGMA synchronous=FULL")
-                with suppress(Exception):
+                with suppress(Exception):  # a cursor of a failed connection
                     cursor.close()
         except Exception as exc:
             error = translate(exc, self.database)
