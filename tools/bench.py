@@ -412,17 +412,15 @@ def bench_batch(orders: int) -> dict[str, float]:
 
 def bench_postgres(orders: int) -> dict[str, float]:
     """PostgreSQL (a throwaway server started as the tests start theirs, ``fsync=off``), one
-    transaction per event, with 1 and 2 applier processes on different orders, interleaved with
-    raw psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ... RETURNING, COMMIT) from
-    as many processes."""
+    transaction per event, with 1 and 2 applier processes on different orders, interleaved round
+    by round with raw psycopg making the same writes (BEGIN, UPDATE, INSERT, INSERT ...
+    RETURNING, COMMIT) from as many processes: both sides see the same server and machine."""
     base = _postgres()
     count = max(orders // 10, 200)
     engine_url, raw_url = _fresh_database(base, "engine"), _fresh_database(base, "raw")
     body, document = _sample_rows(engine_url)
-    engine1 = _pg_applied(engine_url, count, 1)
-    raw1 = _pg_raw(raw_url, count, 1, body, document)
-    engine2 = _pg_applied(engine_url, count, 2)
-    raw2 = _pg_raw(raw_url, count, 2, body, document)
+    engine1, raw1 = _pg_interleaved(engine_url, raw_url, count, 1, (body, document))
+    engine2, raw2 = _pg_interleaved(engine_url, raw_url, count, 2, (body, document))
     return {
         "postgres_events_per_s": engine1,
         "raw_postgres_events_per_s": raw1,
@@ -462,46 +460,76 @@ def _fresh_database(base: str, name: str) -> str:
     return base.rsplit("/", 1)[0] + f"/bench_{name}"
 
 
-def _parallel(appliers: int, prepare: Callable[[int], Callable[[], int]]) -> float:
-    """Events per second of ``appliers`` workers, each in a process of its own (as a deployment
-    runs them: a thread each would share one interpreter lock) or, for one, in this process.
-    ``prepare(i)`` opens worker ``i``'s connections and returns its work, timed from when every
-    worker is ready until the last one is done."""
+#: One applier's work for the PostgreSQL bench: its engine round, its raw round (each takes
+#: the round's number and returns what it applied), and what closes its connections.
+Sides = tuple[Callable[[int], int], Callable[[int], int], Callable[[], None]]
+
+
+def _interleaved(appliers: int, prepare: Callable[[int], Sides]) -> tuple[float, float]:
+    """Engine and raw, round by round, ``appliers`` workers at a time, each in a process of its
+    own (as a deployment runs them: a thread each would share one interpreter lock) or, for one,
+    in this process: (engine events per second, raw transactions per second). ``prepare(i)``
+    opens worker ``i``'s connections; a round is timed from when every worker starts it until
+    the last one is done, and the other side's round follows."""
     import multiprocessing
 
+    steps = [(side, round_) for round_ in range(len(LIFECYCLE)) for side in (0, 1)]
+    took, done = [0.0, 0.0], [0, 0]
     if appliers == 1:
-        work = prepare(0)
+        *sides, close = prepare(0)
         gc.collect()
-        started = time.perf_counter()
-        events = work()
-        return events / (time.perf_counter() - started)
+        for side, round_ in steps:
+            started = time.perf_counter()
+            done[side] += sides[side](round_)
+            took[side] += time.perf_counter() - started
+        close()
+        return done[0] / took[0], done[1] / took[1]
     context = multiprocessing.get_context("fork")
-    ready = context.Barrier(appliers + 1)
+    barrier = context.Barrier(appliers + 1)
     counts = context.SimpleQueue()
 
     def child(i: int) -> None:
-        work = prepare(i)
+        *sides, close = prepare(i)
         gc.collect()
-        ready.wait()
-        counts.put(work())
+        mine = [0, 0]
+        for side, round_ in steps:
+            barrier.wait()
+            mine[side] += sides[side](round_)
+        barrier.wait()
+        close()
+        counts.put(mine)
 
     workers = [context.Process(target=child, args=(i,)) for i in range(appliers)]
     for worker in workers:
         worker.start()
-    ready.wait()
-    started = time.perf_counter()
-    events = sum(counts.get() for _ in workers)
-    elapsed = time.perf_counter() - started
+    barrier.wait()
+    previous = time.perf_counter()
+    for side, _round in steps:
+        barrier.wait()  # every worker has finished this step
+        now = time.perf_counter()
+        took[side] += now - previous
+        previous = now
+    for _ in workers:
+        engine, raw = counts.get()
+        done[0] += engine
+        done[1] += raw
     for worker in workers:
         worker.join()
-    return events / elapsed
+    return done[0] / took[0], done[1] / took[1]
 
 
-def _pg_applied(url: str, count: int, appliers: int) -> float:
-    """The engine on PostgreSQL, one transaction per event; ``count`` orders per applier."""
-    from kci_engine.store.sql import SqlStore
+def _pg_interleaved(
+    engine_url: str, raw_url: str, count: int, appliers: int, sample: tuple[str, str]
+) -> tuple[float, float]:
+    """The engine on PostgreSQL, one transaction per event, and raw psycopg 3 making the
+    engine's writes for one event in one transaction (BEGIN, the order row's UPDATE, the outbox
+    INSERT, the event-log INSERT ... RETURNING, COMMIT); ``count`` orders per applier each."""
+    import psycopg
+    from kci_engine.store.migrate import upgrade
+    from kci_engine.store.sql import SqlStore, create_db_engine
 
-    with SqlStore(url) as store:
+    body, document = sample
+    with SqlStore(engine_url) as store:
         engine = Engine(store)
         start = len(list(store.order_ids())) + 1
         with store.batch():
@@ -509,69 +537,51 @@ def _pg_applied(url: str, count: int, appliers: int) -> float:
                 engine.accept_order(OrderType.PROVIDE, order)
                 for order in _orders(count * appliers, start)
             ]
-
-    def prepare(i: int) -> Callable[[], int]:
-        store = SqlStore(url, migrate=False)
-        engine = Engine(store)
-        mine = ids[i::appliers]
-        # Open the store's connection before the clock starts, as the raw floor opens its own
-        # (the first use connects and initialises SQLAlchemy's dialect: ~25 ms); a read only.
-        store.load(mine[0])
-
-        def work() -> int:
-            events = 0
-            with store:
-                for event, data in LIFECYCLE:
-                    for order_id in mine:
-                        events += len(engine.apply(order_id, event, data))
-            return events
-
-        return work
-
-    return _parallel(appliers, prepare)
-
-
-def _pg_raw(url: str, count: int, appliers: int, body: str, document: str) -> float:
-    """Raw psycopg 3 making the engine's writes for one event in one transaction: BEGIN, the
-    order row's UPDATE, the outbox INSERT, the event-log INSERT ... RETURNING, COMMIT."""
-    import psycopg
-    from kci_engine.store.migrate import upgrade
-    from kci_engine.store.sql import create_db_engine
-
-    setup = create_db_engine(url)
+    setup = create_db_engine(raw_url)
     upgrade(setup)
     setup.dispose()
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    dsn = raw_url.replace("postgresql+psycopg://", "postgresql://")
     pg = {sql: sql.replace("?", "%s") for sql in (_RAW_INSERT_ORDER, _RAW_UPDATE, _RAW_INSERT_KCI)}
     insert_event = _RAW_INSERT_EVENT.replace("?", "%s") + " RETURNING seq"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        start = conn.execute("SELECT count(*) FROM kci_order").fetchone()[0]  # type: ignore[index]
-        keys = [f"o{n}" for n in range(start, start + count * appliers)]
+        first = conn.execute("SELECT count(*) FROM kci_order").fetchone()[0]  # type: ignore[index]
+        keys = [f"o{n}" for n in range(first, first + count * appliers)]
         with conn.cursor() as cur:
             cur.executemany(pg[_RAW_INSERT_ORDER], [_raw_order(key, document) for key in keys])
-    shares = [keys[i::appliers] for i in range(appliers)]
 
-    def prepare(i: int) -> Callable[[], int]:
+    def prepare(i: int) -> Sides:
+        store = SqlStore(engine_url, migrate=False)
+        engine = Engine(store)
+        mine, theirs = ids[i::appliers], keys[i::appliers]
+        # Open the store's connection before the clock starts, as the raw side opens its own
+        # (the first use connects and initialises SQLAlchemy's dialect: ~25 ms); a read only.
+        store.load(mine[0])
         conn = psycopg.connect(dsn, autocommit=True)
+        cur = conn.cursor()
 
-        def work() -> int:
-            txns = 0
-            with conn, conn.cursor() as cur:
-                for round_ in range(len(LIFECYCLE)):
-                    for key in shares[i]:
-                        update, kci, event = _raw_event_rows(key, round_, body, document)
-                        cur.execute("BEGIN")
-                        cur.execute(pg[_RAW_UPDATE], update)
-                        cur.execute(pg[_RAW_INSERT_KCI], kci)
-                        cur.execute(insert_event, event)
-                        cur.fetchone()
-                        cur.execute("COMMIT")
-                        txns += 1
-            return txns
+        def applied(round_: int) -> int:
+            event, data = LIFECYCLE[round_]
+            return sum([len(engine.apply(order_id, event, data)) for order_id in mine])
 
-        return work
+        def raw(round_: int) -> int:
+            for key in theirs:
+                update, kci, event = _raw_event_rows(key, round_, body, document)
+                cur.execute("BEGIN")
+                cur.execute(pg[_RAW_UPDATE], update)
+                cur.execute(pg[_RAW_INSERT_KCI], kci)
+                cur.execute(insert_event, event)
+                cur.fetchone()
+                cur.execute("COMMIT")
+            return len(theirs)
 
-    return _parallel(appliers, prepare)
+        def close() -> None:
+            store.close()
+            cur.close()
+            conn.close()
+
+        return applied, raw, close
+
+    return _interleaved(appliers, prepare)
 
 
 def bench_rss(orders: int) -> dict[str, float]:
