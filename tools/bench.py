@@ -10,9 +10,11 @@
 
 Every figure is the best of ``--repeat`` runs (the least disturbed by the rest of the machine):
 the highest rate, the lowest latency, size or cost.
-The apply paths are measured beside a floor in the same run (interleaved), and their targets are
-the ratios in RATIOS, computed from the best figures. Results and the machine they came from are
-recorded in docs/performance.md.
+The apply paths are measured beside a floor in the same run, interleaved round by round, and
+their targets are the ratios in RATIOS: each repetition's engine figure over the floor measured
+beside it (the pair saw the same machine), the median of the repetitions reported, every one of
+them under ``ratio_runs``. Results and the machine they came from are recorded in
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import platform
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -837,21 +840,27 @@ def main(argv: list[str] | None = None) -> int:
     orders = 2_000 if args.quick else 10_000
     repeat = args.repeat or (1 if args.quick else 3)
     results: dict[str, Any] = {"quick": args.quick, "orders": orders, "repeat": repeat}
+    runs: dict[str, list[float]] = {}
     for name in args.only or list(BENCHES):
         best: dict[str, float] = {}
         began = time.perf_counter()
         for _ in range(1 if name == "rss" else repeat):
             gc.collect()
-            for key, value in BENCHES[name](orders).items():
+            figures = BENCHES[name](orders)
+            for key, value in figures.items():
                 better = min if _LOWER_IS_BETTER & set(key.split("_")) else max
                 best[key] = better(best.get(key, value), value)
+            for ratio, (numerator, denominator) in RATIOS.items():
+                if numerator in figures and denominator in figures:
+                    runs.setdefault(ratio, []).append(figures[numerator] / figures[denominator])
         took = time.perf_counter() - began
-        for ratio, (numerator, denominator) in RATIOS.items():
-            if numerator in best and denominator in best:
-                best[ratio] = best[numerator] / best[denominator]
+        for ratio, paired in runs.items():
+            if ratio not in best and RATIOS[ratio][0] in best:
+                best[ratio] = statistics.median(paired)
         figures = ", ".join(f"{k}={v:,.3f}" for k, v in best.items())
         print(f"{name} ({took:.1f} s): {figures}", file=sys.stderr)
         results.update({k: round(v, 3 if "_vs_" in k else 1) for k, v in best.items()})
+    results["ratio_runs"] = {ratio: [round(r, 3) for r in paired] for ratio, paired in runs.items()}
     results["machine"] = machine()
     print(json.dumps(results, sort_keys=True))
     return 0
