@@ -383,7 +383,8 @@ class Engine:
         self,
         items: Iterable[tuple[str, Event | str, EventData | Mapping[str, Any] | None]],
     ) -> list[list[Kci]]:
-        """Apply many events in one transaction (bulk import, replay): all or none.
+        """Apply many events in one transaction (bulk import, replay): all or none. Python's
+        cyclic garbage collector is paused while it runs (decisions S21).
 
         Args:
             items: ``(order_id, event, data)`` triples, applied in order.
