@@ -69,24 +69,18 @@ def bench_apply_memory(orders: int) -> dict[str, float]:
     interleaved with the 10,000: a dict state machine making the same status moves and building
     and encoding an equivalent KCI."""
     del orders  # the ratio's target is set at 10,000 orders, --quick included
-    floor_round = _memory_floor(10_000, _lifecycle_moves())
-    engine_round = _apply_memory(10_000)
-    gc.collect()
-    done, took = [0, 0], [0.0, 0.0]
-    for round_ in range(len(LIFECYCLE)):
-        for side, work in enumerate((engine_round, floor_round)):
-            started = time.perf_counter()
-            done[side] += work(round_)
-            took[side] += time.perf_counter() - started
-    del floor_round, engine_round
+    moves = _lifecycle_moves()
+    engine, floor = _interleaved(
+        1, lambda _: (_apply_memory(10_000), _memory_floor(10_000, moves), lambda: None)
+    )
     small = _apply_memory(2_000)
     gc.collect()
     events, started = 0, time.perf_counter()
     for round_ in range(len(LIFECYCLE)):
         events += small(round_)
     return {
-        "memory_floor_events_per_s": done[1] / took[1],
-        "apply_memory_events_per_s": done[0] / took[0],
+        "memory_floor_events_per_s": floor,
+        "apply_memory_events_per_s": engine,
         "apply_memory_2k_events_per_s": events / (time.perf_counter() - started),
     }
 
@@ -477,16 +471,16 @@ def _fresh_database(base: str, name: str) -> str:
     return base.rsplit("/", 1)[0] + f"/bench_{name}"
 
 
-#: One applier's work for the PostgreSQL bench: its engine round, its raw round (each takes
+#: One applier's work for an interleaved bench: its engine round, its floor's round (each takes
 #: the round's number and returns what it applied), and what closes its connections.
 Sides = tuple[Callable[[int], int], Callable[[int], int], Callable[[], None]]
 
 
 def _interleaved(appliers: int, prepare: Callable[[int], Sides]) -> tuple[float, float]:
-    """Engine and raw, round by round, ``appliers`` workers at a time, each in a process of its
-    own (as a deployment runs them: a thread each would share one interpreter lock) or, for one,
-    in this process: (engine events per second, raw transactions per second). ``prepare(i)``
-    opens worker ``i``'s connections; a round is timed from when every worker starts it until
+    """An engine and its floor, round by round, ``appliers`` workers at a time, each in a
+    process of its own (as a deployment runs them: a thread each would share one interpreter
+    lock) or, for one, in this process: (engine events per second, floor's per second).
+    ``prepare(i)`` sets up worker ``i``; a round is timed from when every worker starts it until
     the last one is done, and the other side's round follows."""
     import multiprocessing
 

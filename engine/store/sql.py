@@ -801,10 +801,15 @@ class SqlStore:
         returns for the caller to re-raise."""
         runner.close()
         self._local.cursor = None
+        self._raise_translated(exc)
+
+    def _raise_translated(self, exc: Exception) -> None:
+        """Raise the engine's own error for a database failure ``exc``, the connection thrown
+        away first; return (for the caller to re-raise) if ``exc`` is not one."""
         error = translate(exc, self.database)
         if error is None:
             return
-        self._discard()
+        self._discard()  # nothing may touch the connection now
         raise error from exc
 
     def _prepared(self, dbapi: Any) -> Prepared | None:
@@ -872,11 +877,8 @@ class SqlStore:
                 with suppress(Exception):  # a cursor of a failed connection
                     cursor.close()
         except Exception as exc:
-            error = translate(exc, self.database)
-            if error is None:
-                raise
-            self._discard()  # after the cursor is closed: nothing may touch the connection now
-            raise error from exc
+            self._raise_translated(exc)  # after the cursor is closed
+            raise
 
     def release_connection(self) -> None:
         """Give this thread's connection back to the pool (call it before a worker thread
@@ -955,11 +957,8 @@ class SqlStore:
                 .fetchall()
             )
         except Exception as exc:
-            error = translate(exc, self.database)
-            if error is None:
-                raise
-            self._discard()
-            raise error from exc
+            self._raise_translated(exc)
+            raise
         return rows[0][0] if rows else None
 
     @staticmethod
