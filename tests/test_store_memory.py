@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from kci_engine import Engine, Event
 from kci_engine.core.codes import OrderStatus, OrderType, ReasonCode
 from kci_engine.core.events import EventData, EventEntry
 from kci_engine.core.records import Kci, OrderRecord, RequestRef
@@ -274,3 +277,49 @@ def test_an_order_record_copy_has_its_own_lists_and_requests() -> None:
 
 def test_a_kci_renders_its_body_as_compact_json() -> None:
     assert kci("T:1", 3).json() == '{"sequenceNumber":3}'
+
+
+def test_the_log_keeps_no_one_or_several_kci_ids_per_event(store: MemoryStore) -> None:
+    new = record()
+    store.create(new, [], entry(new, "received"))
+    loaded = store.load("T:1")
+    one = kci("T:1", 1)
+    store.save(loaded, [one], entry(loaded, "warn", "ev-1", one))
+    loaded = store.load("T:1")
+    two = [kci("T:1", 2), kci("T:1", 3)]
+    store.save(loaded, two, entry(loaded, "update", "ev-2", *two))
+    assert [e.kci_ids for e in store.events("T:1")] == [(), ("k-T:1-1",), ("k-T:1-2", "k-T:1-3")]
+    assert store.applied("T:1", "ev-1") == [one]
+    assert store.applied("T:1", "ev-2") == two
+    assert store.kcis("T:1") == [one, *two]
+
+
+def test_keeping_events_leaves_the_collector_nothing_new_to_track() -> None:
+    """An applied event's KCI and log entry are kept as plain values in the order's lists: the
+    collector's count of new containers hardly moves (a tuple per KCI, per entry and per entry's
+    KCI ids made it grow by three an event, and set off a collection every 230 events)."""
+    engine = Engine()
+    ids = [engine.accept_order(P, provide_order(n)) for n in range(1, 102)]
+    warm, ids = ids[0], ids[1:]
+    acknowledge = {"order": {"supplierOrderReference": "S-1"}}
+    steps: list[tuple[Event, dict[str, Any]]] = []
+    for visit in range(3):
+        steps.append((Event.WARN, {"problem_code": "NETWORK_ISSUE", "text": "Storm"}))
+        steps.append((Event.UPDATE, {"order": {"notes": f"Engineer visit {visit}"}}))
+    for order_id in ids:
+        engine.apply(order_id, Event.ACKNOWLEDGE, acknowledge)
+    engine.apply(warm, Event.ACKNOWLEDGE, acknowledge)
+    for event, data in steps:  # the contract's plans for these KCIs are compiled now
+        engine.apply(warm, event, data)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for order_id in ids:
+            for event, data in steps:
+                engine.apply(order_id, event, data)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < len(ids) * len(steps) / 2  # was three an event
+    assert engine.kcis(ids[0])[-1].reason_code is ReasonCode.UPDATE
