@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
 from kci_engine.cli import main
 from kci_engine.core.codes import OrderType, ProblemCode, ReasonCode
 from kci_engine.core.contract import check_kci
-from kci_engine.core.wire import dump_json, format_datetime
+from kci_engine.core.wire import dump_json, format_datetime, json_bytes
 from kci_engine.errors import ContractViolation, MissingField
 from kci_engine.orders import SPECS, kci_json_schema, parse_kci
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_json
 
 P, C, M, U = (
     OrderType.PROVIDE,
@@ -681,6 +686,53 @@ def test_dump_json_writes_what_json_dumps_writes_for_wire_values() -> None:
         "nested": {"a": [{"b": "é"}], "empty": {}, "list": []},
     }
     assert dump_json(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Colour(StrEnum):
+    RED = "red"
+
+
+@dataclass
+class _Point:
+    x: int
+    y: int
+
+
+class _Note(BaseModel):
+    note: str
+    type: str = "Engineer Note"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"at": datetime(2026, 11, 23, 9, 0, 0, 123456, tzinfo=UTC)},
+        {"at": datetime(2026, 11, 23, 9, 0, tzinfo=timezone(timedelta(hours=1)))},
+        {"naive": datetime(2026, 11, 23, 9, 0), "day": date(2026, 11, 23)},
+        {"amount": Decimal("12.50"), "id": UUID(int=7), "colour": _Colour.RED},
+        {"point": _Point(1, 2), "note": _Note(note="Booked")},
+        {1: "key not a string", "big": 2**70, "negative": -(2**65)},
+        [{"nested": [{"deeper": {"x": [1, None, True]}}]}],
+    ],
+    ids=[
+        "utc",
+        "offset",
+        "naive-and-date",
+        "decimal-uuid-enum",
+        "dataclass-model",
+        "keys-ints",
+        "nested",
+    ],
+)
+def test_json_bytes_writes_what_pydantic_core_writes(value: Any) -> None:
+    """orjson encodes; whatever it would write differently goes through pydantic_core, so the
+    text is the same as before it was used (stored bodies compare and decode the same)."""
+    assert json_bytes(value) == to_json(value)
+
+
+def test_json_bytes_refuses_what_neither_encoder_knows() -> None:
+    with pytest.raises(PydanticSerializationError):
+        json_bytes({"thing": object()})
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import to_json
-
 from ..core.codes import OrderStatus, OrderType, ReasonCode
 from ..core.events import EventData, EventEntry, given_json
 from ..core.records import Kci, OrderRecord, RequestRef
+from ..core.wire import json_bytes
 from ..errors import ConcurrencyConflict, OrderExists, OrderNotFound
 
 #: A KCI's row in its order's list, this many values: id, sequence number, reason code, status,
@@ -210,7 +209,7 @@ def _kci_rows(kcis: Sequence[Kci]) -> _Rows:
             kci.reason_code._value_,
             kci.status._value_,
             kci.issued_on,
-            to_json(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
+            json_bytes(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
             kci.event,
         )
     return rows
