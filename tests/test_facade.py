@@ -9,12 +9,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from kci_engine import Engine, Event, EventData, OrderStatus, OrderType, ProblemCode, ReasonCode
 from kci_engine._facade import new_kci_id
-from kci_engine.core.events import EventEntry
+from kci_engine.core.events import EventEntry, given_json, parse_event_data
 from kci_engine.core.records import Kci, OrderRecord
 from kci_engine.errors import (
     ConcurrencyConflict,
@@ -689,6 +690,30 @@ def test_apply_takes_event_data_as_a_model(engine: Engine) -> None:
     order_id = in_progress(engine)
     [kci] = engine.apply(order_id, E.WARN, EventData(problem_code=ProblemCode.SITE_UNSAFE))
     assert kci.body["problemCode"] == "SITE_UNSAFE"
+
+
+def test_the_log_reads_back_the_data_an_event_was_applied_with_in_either_spelling(
+    engine: Engine,
+) -> None:
+    order_id = in_progress(engine)
+    engine.apply(order_id, E.WARN, {"problemCode": "NETWORK_ISSUE", "text": "Storm"})
+    engine.apply(order_id, E.UPDATE, {"order": {"notes": "Booked"}, "supplier_codes": ["X1"]})
+    warned, updated = engine.events(order_id)[-2:]
+    assert warned.data == EventData(problem_code=ProblemCode.NETWORK_ISSUE, text="Storm")
+    assert updated.data_json() == {"order": {"notes": "Booked"}, "supplier_codes": ["X1"]}
+
+
+def test_given_json_is_the_mapping_just_validated_or_else_the_models() -> None:
+    """The data validated last is logged as the JSON of the mapping it came from (cheaper to
+    encode, and it decodes to the same data); any other data is encoded from the model."""
+    parsed = parse_event_data({"problemCode": "NETWORK_ISSUE", "text": "Storm"})
+    assert given_json(parsed) == '{"problemCode":"NETWORK_ISSUE","text":"Storm"}'
+    assert EventData.model_validate_json(given_json(parsed)) == parsed
+    parse_event_data({"text": "Another event's"})
+    assert given_json(parsed) == '{"problem_code":"NETWORK_ISSUE","text":"Storm"}'
+    proxied = parse_event_data(MappingProxyType({"text": "Storm"}))  # orjson refuses a proxy
+    assert given_json(proxied) == '{"text":"Storm"}'
+    assert given_json(parse_event_data({})) == "{}"
 
 
 # --- Concurrent writers --------------------------------------------------------------------------
