@@ -15,7 +15,7 @@ from pydantic_core import PydanticSerializationError
 from ..errors import InvalidEventData, shown
 from .codes import CancellationReason, ProblemCode
 from .records import RequestRef
-from .wire import GatewayId, Name, SupplierCode, SupplierNote, Text, Value, json_bytes
+from .wire import GatewayId, Name, SupplierCode, SupplierNote, Text, Value, dump_json
 
 
 class Event(StrEnum):
@@ -210,5 +210,5 @@ def parse_event_data(data: EventData | Mapping[str, Any] | None) -> EventData:
         )
         raise InvalidEventData(f"invalid event data: {problems}") from None
     with suppress(PydanticSerializationError):  # a value only the model encodes: it will
-        _LAST_GIVEN[0] = (parsed, json_bytes(data).decode())
+        _LAST_GIVEN[0] = (parsed, dump_json(data))
     return parsed

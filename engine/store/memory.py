@@ -24,11 +24,11 @@ from typing import Any
 from ..core.codes import OrderStatus, OrderType, ReasonCode
 from ..core.events import EventData, EventEntry, given_json
 from ..core.records import Kci, OrderRecord, RequestRef
-from ..core.wire import json_bytes
+from ..core.wire import dump_json
 from ..errors import ConcurrencyConflict, OrderExists, OrderNotFound
 
 #: A KCI's row in its order's list, this many values: id, sequence number, reason code, status,
-#: issuedOn, body JSON (UTF-8), event.
+#: issuedOn, body JSON, event.
 _KCI_WIDTH = 7
 #: An event-log entry's row, this many values: event, event id, status before and after, KCI
 #: ids (a single id as its string, otherwise a tuple), data JSON, applied at.
@@ -209,7 +209,7 @@ def _kci_rows(kcis: Sequence[Kci]) -> _Rows:
             kci.reason_code._value_,
             kci.status._value_,
             kci.issued_on,
-            json_bytes(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
+            dump_json(kci.body),  # decodes to an equal body; Kci.json() encodes it for the wire
             kci.event,
         )
     return rows
