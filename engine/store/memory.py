@@ -2,7 +2,7 @@
 
 An order's KCIs and event-log entries are kept as flat rows in one list each: a KCI as seven
 values side by side (:data:`_KCI_WIDTH`), an entry as seven (:data:`_ENTRY_WIDTH`), their bodies
-and data as JSON text, rebuilt when read. Strings, numbers, bytes and datetimes are objects
+and data as JSON text, rebuilt when read. Strings, numbers, None and datetimes are objects
 CPython's cyclic garbage collector never tracks, and appending them to a list allocates no new
 container: keeping an event costs the collector nothing. (A tuple per KCI and per entry was
 tracked when made, and every 700 of them set off a collection: about a sixteenth of an event's
@@ -33,7 +33,7 @@ _KCI_WIDTH = 7
 #: An event-log entry's row, this many values: event, event id, status before and after, KCI
 #: ids (a single id as its string, otherwise a tuple), data JSON, applied at.
 _ENTRY_WIDTH = 7
-#: Rows of one order, side by side in one list (only strings, numbers, bytes, datetimes and
+#: Rows of one order, side by side in one list (only strings, numbers, None, datetimes and
 #: tuples of strings).
 _Rows = list[Any]
 #: A stored request reference: id, reference.
