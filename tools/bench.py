@@ -1,7 +1,7 @@
 """Benchmarks for kci-engine. Prints progress lines, then one JSON object on the last line.
 
     python tools/bench.py            full run
-    python tools/bench.py --quick    a minute or two on 2 cores (fewer orders, fewer repeats)
+    python tools/bench.py --quick    two minutes or so on 2 cores (fewer orders, fewer repeats)
     python tools/bench.py --only apply_memory
     python tools/bench.py --only postgres   starts its own throwaway PostgreSQL server
     python tools/bench.py --quick --only inbound --only history   the Supplier API; replay,
@@ -13,8 +13,9 @@ the highest rate, the lowest latency, size or cost.
 The apply paths are measured beside a floor in the same run, interleaved round by round, and
 their targets are the ratios in RATIOS: each repetition's engine figure over the floor measured
 beside it (the pair saw the same machine), the median of the repetitions reported, every one of
-them under ``ratio_runs``. Results and the machine they came from are recorded in
-docs/performance.md.
+them under ``ratio_runs``. ``--quick`` still runs these three times (a single repetition's ratio
+moves by 15 % either way on a shared machine); its other figures once. Results and the machine
+they came from are recorded in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -834,6 +835,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: The apply paths, measured beside their floors: their ratios are the median of three
+#: repetitions unless ``--repeat`` says otherwise, ``--quick`` included.
+PAIRED = frozenset({"apply_memory", "durable", "batch", "postgres"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
@@ -846,12 +852,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     orders = 2_000 if args.quick else 10_000
     repeat = args.repeat or (1 if args.quick else 3)
+    paired_repeat = args.repeat or 3
     results: dict[str, Any] = {"quick": args.quick, "orders": orders, "repeat": repeat}
     runs: dict[str, list[float]] = {}
     for name in args.only or list(BENCHES):
         best: dict[str, float] = {}
         began = time.perf_counter()
-        for _ in range(1 if name == "rss" else repeat):
+        times = 1 if name == "rss" else paired_repeat if name in PAIRED else repeat
+        for _ in range(times):
             gc.collect()
             figures = BENCHES[name](orders)
             for key, value in figures.items():
