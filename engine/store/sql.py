@@ -904,7 +904,7 @@ class SqlStore:
         row = dict(zip(_SET, _order_values(record, now, document, 1), strict=True))
         row["order_id"] = record.order_id
         row["created_at_ms"] = now
-        kci_rows = _kci_rows(kcis, now, (record.document, document))
+        kci_rows = _kci_rows(kcis, now)
         try:
             with self.writing() as runner:
                 runner.run(_INSERT_ORDER, row)
@@ -980,23 +980,23 @@ class SqlStore:
         """The runner of this thread's open batch, if any (never for a joined view)."""
         return None if self._session is not None else getattr(self._local, "batch", None)
 
-    def _document_json(self, document: dict[str, Any]) -> tuple[str, bool]:
-        """The JSON of ``document``, and whether it is this process's own encoding (the one KCI
-        bodies use): the text it was loaded with when the document is the one last loaded on
-        this thread (documents are replaced, never changed in place), else a new encoding."""
+    def _document_json(self, document: dict[str, Any]) -> str:
+        """The JSON of ``document``: the text it was loaded with when the document is the one
+        last loaded on this thread (documents are replaced, never changed in place), else a new
+        encoding."""
         loaded = getattr(self._local, "loaded", None)
         if loaded is not None and loaded[0] is document:
-            return loaded[1], False
-        return dump_json(document), True
+            return loaded[1]  # type: ignore[no-any-return]
+        return dump_json(document)
 
     def save(self, record: OrderRecord, kcis: Sequence[Kci], entry: EventEntry) -> None:
         now = now_ms()
         loaded = record.version
-        document, ours = self._document_json(record.document)
+        document = self._document_json(record.document)
         # The writes' values in the order of their parameters: the versioned UPDATE's (WHERE
         # order_id and the version read last), the KCIs' and the log entry's.
         update = (*_order_values(record, now, document, loaded + 1), record.order_id, loaded)
-        kci_rows = _kci_rows(kcis, now, (record.document, document) if ours else None)
+        kci_rows = _kci_rows(kcis, now)
         event = _event_values(entry)
         batch = self._batch()
         if batch is not None:
@@ -1184,10 +1184,10 @@ def _order_values(record: OrderRecord, now: int, document: str, version: int) ->
     )
 
 
-def _kci_rows(
-    kcis: Sequence[Kci], now: int, shared: tuple[dict[str, Any], str] | None
-) -> list[tuple[Any, ...]]:
-    """The outbox rows of ``kcis`` (:data:`_KCI_COLUMNS`, in its order), pending delivery."""
+def _kci_rows(kcis: Sequence[Kci], now: int) -> list[tuple[Any, ...]]:
+    """The outbox rows of ``kcis`` (:data:`_KCI_COLUMNS`, in its order), pending delivery. Each
+    body is encoded whole (reusing the order document's text as a prefix saved time with
+    pydantic_core's encoder; with orjson it costs more: 1.44 µs against 0.98)."""
     return [
         (
             kci.kci_id,
@@ -1197,7 +1197,7 @@ def _kci_rows(
             kci.status._value_,
             kci.event,
             kci.body["issuedOn"],
-            _body_json(kci.body, shared),
+            dump_json(kci.body),
             DeliveryState.PENDING,
             0,
             now,
@@ -1219,24 +1219,6 @@ def _event_values(entry: EventEntry) -> tuple[Any, ...]:
         given_json(entry.data),
         _ms(entry.applied_at),
     )
-
-
-@functools.cache
-def _key_json(key: str) -> str:
-    return json.dumps(key, ensure_ascii=False)
-
-
-def _body_json(body: dict[str, Any], shared: tuple[dict[str, Any], str] | None) -> str:
-    """``dump_json(body)``, reusing the JSON of the order document when the body carries it
-    as its last field (it does unless it answers a request): the same text, the document
-    encoded once instead of twice."""
-    if shared is not None:
-        document, text = shared
-        *head, last = body
-        if body[last] is document and head:
-            prefix = dump_json({key: body[key] for key in head})
-            return f"{prefix[:-1]},{_key_json(last)}:{text}}}"
-    return dump_json(body)
 
 
 def _record(row: Any) -> OrderRecord:
