@@ -208,9 +208,9 @@ def parse_event_data(data: EventData | Mapping[str, Any] | None) -> EventData:
             for err in exc.errors(include_url=False)
         )
         raise InvalidEventData(f"invalid event data: {problems}") from None
-    # Not contextlib.suppress: three Python calls an event, where a try costs nothing.
-    try:  # noqa: SIM105
-        _LAST_GIVEN[0] = (parsed, dump_json(data))
-    except PydanticSerializationError:  # a value only the model encodes: it will
-        pass
+    try:
+        text = dump_json(data)
+    except PydanticSerializationError:
+        return parsed  # a value only the model encodes: given_json encodes the model
+    _LAST_GIVEN[0] = (parsed, text)
     return parsed
